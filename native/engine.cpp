@@ -1,0 +1,181 @@
+// Engine, SamplingParams, Request and the result types.
+#include "bindings.h"
+
+#include "engine.h"
+
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+namespace {
+
+// Releases the GIL while the worker thread is joined: the worker may be waiting for the GIL
+// to deliver a log line.
+struct py_engine {
+    std::unique_ptr<lci::engine> e;
+    std::shared_ptr<lci::model> m;
+
+    py_engine(std::shared_ptr<lci::model> model, const lci::context_params & p) : m(std::move(model)) {
+        nb::gil_scoped_release release;
+        e = std::make_unique<lci::engine>(m, p);
+    }
+    ~py_engine() {
+        nb::gil_scoped_release release;
+        e.reset();
+    }
+    lci::engine & get() {
+        return *e;
+    }
+};
+
+using request_ptr = std::shared_ptr<lci::request_state>;
+
+} // namespace
+
+void init_engine(nb::module_ & m) {
+    nb::class_<lci::sampling_params>(m, "SamplingParams", "Sampler chain settings of one request.")
+        .def(nb::init<>())
+        .def_rw("temperature", &lci::sampling_params::temperature)
+        .def_rw("top_k", &lci::sampling_params::top_k)
+        .def_rw("top_p", &lci::sampling_params::top_p)
+        .def_rw("min_p", &lci::sampling_params::min_p)
+        .def_rw("typical_p", &lci::sampling_params::typical_p)
+        .def_rw("repeat_penalty", &lci::sampling_params::repeat_penalty)
+        .def_rw("frequency_penalty", &lci::sampling_params::frequency_penalty)
+        .def_rw("presence_penalty", &lci::sampling_params::presence_penalty)
+        .def_rw("penalty_last_n", &lci::sampling_params::penalty_last_n)
+        .def_rw("mirostat", &lci::sampling_params::mirostat)
+        .def_rw("mirostat_tau", &lci::sampling_params::mirostat_tau)
+        .def_rw("mirostat_eta", &lci::sampling_params::mirostat_eta)
+        .def_rw("seed", &lci::sampling_params::seed)
+        .def_rw("logit_bias", &lci::sampling_params::logit_bias)
+        .def_rw("grammar", &lci::sampling_params::grammar)
+        .def_rw("grammar_lazy", &lci::sampling_params::grammar_lazy)
+        .def_rw("grammar_trigger_words", &lci::sampling_params::grammar_trigger_words)
+        .def_rw("grammar_trigger_patterns", &lci::sampling_params::grammar_trigger_patterns)
+        .def_rw("grammar_trigger_patterns_full", &lci::sampling_params::grammar_trigger_patterns_full)
+        .def_rw("grammar_trigger_tokens", &lci::sampling_params::grammar_trigger_tokens)
+        .def_rw("preserved_tokens", &lci::sampling_params::preserved_tokens)
+        .def_rw("generation_prompt", &lci::sampling_params::generation_prompt)
+        .def_rw("grammar_is_output_format", &lci::sampling_params::grammar_is_output_format);
+
+    nb::class_<lci::token_logprob>(m, "TokenLogprob")
+        .def_ro("token", &lci::token_logprob::token)
+        .def_ro("text", &lci::token_logprob::text)
+        .def_ro("logprob", &lci::token_logprob::logprob)
+        .def_ro("offset", &lci::token_logprob::offset, "Byte offset of the token's text in the completion.")
+        .def_ro("top", &lci::token_logprob::top, "(token, logprob) of the most likely tokens, best first.");
+
+    nb::class_<lci::timings>(m, "Timings")
+        .def_ro("prompt_ms", &lci::timings::prompt_ms)
+        .def_ro("eval_ms", &lci::timings::eval_ms)
+        .def_ro("prompt_n", &lci::timings::prompt_n)
+        .def_ro("eval_n", &lci::timings::eval_n);
+
+    nb::class_<lci::completion_result>(m, "CompletionResult")
+        .def_ro("text", &lci::completion_result::text)
+        .def_ro("finish_reason", &lci::completion_result::finish_reason)
+        .def_ro("stop_word", &lci::completion_result::stop_word)
+        .def_ro("tokens", &lci::completion_result::tokens)
+        .def_ro("n_prompt", &lci::completion_result::n_prompt)
+        .def_ro("n_cached", &lci::completion_result::n_cached)
+        .def_ro("n_completion", &lci::completion_result::n_completion)
+        .def_ro("timings", &lci::completion_result::time)
+        .def_ro("logprobs", &lci::completion_result::logprobs)
+        .def_ro("prompt_logprobs", &lci::completion_result::prompt_logprobs);
+
+    nb::class_<lci::stream_event>(m, "StreamEvent")
+        .def_ro("text", &lci::stream_event::text)
+        .def_ro("logprobs", &lci::stream_event::logprobs);
+
+    nb::class_<lci::request_state>(m, "Request", "A submitted completion: wait on it, read its events, cancel it.")
+        .def("wait", &lci::request_state::wait, nb::arg("timeout") = -1.0, nb::call_guard<nb::gil_scoped_release>(),
+             "Blocks (without the GIL) until an event or the end is available, at most timeout seconds "
+             "(< 0: no limit). Returns whether something is available.")
+        .def("next_event", &lci::request_state::next_event, "The next streamed event, or None.")
+        .def_prop_ro("done", &lci::request_state::done, "True once finished and every event was read.")
+        .def("result", &lci::request_state::result, nb::call_guard<nb::gil_scoped_release>(),
+             "The final result (blocks until finished); raises the error the request failed with.")
+        .def("cancel", &lci::request_state::cancel, "Stops the request within one token (or one graph node).")
+        .def_prop_ro("cancelled", &lci::request_state::cancelled);
+
+    nb::class_<py_engine>(m, "Engine", "A llama context with its KV slots and decode worker.")
+        .def("__init__",
+             [](py_engine * self, std::shared_ptr<lci::model> model, uint32_t n_ctx, uint32_t n_batch,
+                uint32_t n_ubatch, uint32_t n_seq_max, int32_t n_threads, int32_t n_threads_batch,
+                int32_t flash_attn, int32_t type_k, int32_t type_v, bool embeddings, bool offload_kqv,
+                float rope_freq_base, float rope_freq_scale) {
+                 lci::context_params p;
+                 p.n_ctx = n_ctx;
+                 p.n_batch = n_batch;
+                 p.n_ubatch = n_ubatch;
+                 p.n_seq_max = n_seq_max;
+                 p.n_threads = n_threads;
+                 p.n_threads_batch = n_threads_batch;
+                 p.flash_attn = flash_attn;
+                 p.type_k = type_k;
+                 p.type_v = type_v;
+                 p.embeddings = embeddings;
+                 p.offload_kqv = offload_kqv;
+                 p.rope_freq_base = rope_freq_base;
+                 p.rope_freq_scale = rope_freq_scale;
+                 new (self) py_engine(std::move(model), p);
+             },
+             nb::arg("model"), nb::kw_only(), nb::arg("n_ctx") = 512, nb::arg("n_batch") = 512,
+             nb::arg("n_ubatch") = 512, nb::arg("n_seq_max") = 1, nb::arg("n_threads") = -1,
+             nb::arg("n_threads_batch") = -1, nb::arg("flash_attn") = -1, nb::arg("type_k") = -1,
+             nb::arg("type_v") = -1, nb::arg("embeddings") = false, nb::arg("offload_kqv") = true,
+             nb::arg("rope_freq_base") = 0.0f, nb::arg("rope_freq_scale") = 0.0f)
+        .def("submit",
+             [](py_engine & self, std::vector<llama_token> prompt, const lci::sampling_params & sampling,
+                int32_t max_tokens, std::vector<std::string> stop, int32_t logprobs, bool prompt_logprobs,
+                bool stream, bool ignore_eos) {
+                 lci::completion_request req;
+                 req.prompt = std::move(prompt);
+                 req.sampling = sampling;
+                 req.max_tokens = max_tokens;
+                 req.stop = std::move(stop);
+                 req.logprobs = logprobs;
+                 req.prompt_logprobs = prompt_logprobs;
+                 req.stream = stream;
+                 req.ignore_eos = ignore_eos;
+                 nb::gil_scoped_release release;
+                 return self.get().submit(std::move(req));
+             },
+             nb::arg("prompt"), nb::arg("sampling"), nb::kw_only(), nb::arg("max_tokens") = 16,
+             nb::arg("stop") = std::vector<std::string>{}, nb::arg("logprobs") = -1,
+             nb::arg("prompt_logprobs") = false, nb::arg("stream") = false, nb::arg("ignore_eos") = false,
+             "Validates and queues a completion; raises before queuing when something is wrong.")
+        .def("reset", [](py_engine & self) { self.get().reset(); }, nb::call_guard<nb::gil_scoped_release>(),
+             "Forgets every cached token.")
+        .def("save_state",
+             [](py_engine & self) {
+                 std::string s;
+                 {
+                     nb::gil_scoped_release release;
+                     s = self.get().save_state();
+                 }
+                 return nb::bytes(s.data(), s.size());
+             })
+        .def("load_state",
+             [](py_engine & self, nb::bytes data) {
+                 std::string s(data.c_str(), data.size());
+                 nb::gil_scoped_release release;
+                 self.get().load_state(s);
+             },
+             nb::arg("data"))
+        .def("cached_tokens", [](py_engine & self, uint32_t slot) { return self.get().cached_tokens(slot); },
+             nb::arg("slot") = 0, nb::call_guard<nb::gil_scoped_release>())
+        .def("close", [](py_engine & self) { self.get().close(); }, nb::call_guard<nb::gil_scoped_release>(),
+             "Stops the worker; pending requests fail with EngineClosedError.")
+        .def_prop_ro("closed", [](py_engine & self) { return self.get().closed(); })
+        .def_prop_ro("model", [](py_engine & self) { return self.m; })
+        .def_prop_ro("n_ctx", [](py_engine & self) { return self.get().n_ctx(); })
+        .def_prop_ro("n_ctx_seq", [](py_engine & self) { return self.get().n_ctx_seq(); })
+        .def_prop_ro("n_batch", [](py_engine & self) { return self.get().n_batch(); })
+        .def_prop_ro("n_seq_max", [](py_engine & self) { return self.get().n_seq_max(); })
+        .def_prop_ro("n_threads", [](py_engine & self) { return self.get().n_threads(); })
+        .def_prop_ro("n_threads_batch", [](py_engine & self) { return self.get().n_threads_batch(); });
+}

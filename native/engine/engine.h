@@ -1,0 +1,199 @@
+// The engine: one llama_context over a shared model, its KV sequence slots, and the worker thread
+// that runs every decode.
+//
+// Callers submit requests from any thread; each gets a request handle to wait on (with the GIL
+// released) for streamed text and the final result, or to cancel. The worker owns the context:
+// it decodes the prompt suffix that is not already cached in the slot, then samples and decodes
+// one token at a time until EOG, a stop string, max_tokens, the context end, or cancellation.
+// Per-token work never leaves C++.
+#pragma once
+
+#include "errors.h"
+#include "model.h"
+#include "sampler.h"
+#include "text.h"
+
+#include "llama-cpp.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace lci {
+
+struct context_params {
+    uint32_t n_ctx           = 512;  // 0: the model's training context
+    uint32_t n_batch         = 512;
+    uint32_t n_ubatch        = 512;
+    uint32_t n_seq_max       = 1;
+    int32_t  n_threads       = -1;   // -1: physical cores
+    int32_t  n_threads_batch = -1;   // -1: same as n_threads
+    int32_t  flash_attn      = -1;   // -1 auto, 0 off, 1 on
+    int32_t  type_k          = -1;   // ggml_type; -1: f16
+    int32_t  type_v          = -1;
+    bool     embeddings      = false;
+    bool     offload_kqv     = true;
+    float    rope_freq_base  = 0.0f; // 0: from the model
+    float    rope_freq_scale = 0.0f;
+};
+
+struct token_logprob {
+    llama_token token = -1;
+    std::string text;     // the token's text (invalid UTF-8 replaced)
+    float logprob = 0.0f; // log-softmax of the model's logits
+    size_t offset = 0;    // byte offset of the token's text in the completion
+    std::vector<std::pair<llama_token, float>> top; // most likely tokens, best first
+};
+
+struct completion_request {
+    std::vector<llama_token> prompt;
+    sampling_params sampling;
+    int32_t max_tokens = 16;  // < 0: until the context is full
+    std::vector<std::string> stop;
+    int32_t logprobs = -1;    // < 0: none; k >= 0: chosen token plus the top k
+    bool prompt_logprobs = false; // also report logprobs of the prompt tokens (echo)
+    bool stream = false;      // deliver text as it becomes final
+    bool ignore_eos = false;
+};
+
+struct timings {
+    double prompt_ms = 0.0;
+    double eval_ms = 0.0;
+    int32_t prompt_n = 0; // prompt tokens decoded (not served from cache)
+    int32_t eval_n = 0;   // tokens generated
+};
+
+struct completion_result {
+    std::string text;
+    std::string finish_reason; // "stop", "length" or "cancelled"
+    std::string stop_word;     // the stop string that ended generation, if any
+    std::vector<llama_token> tokens;
+    int32_t n_prompt = 0;
+    int32_t n_cached = 0;      // prompt tokens whose KV came from the cache
+    int32_t n_completion = 0;
+    timings time;
+    std::vector<token_logprob> logprobs;
+    std::vector<token_logprob> prompt_logprobs;
+};
+
+struct stream_event {
+    std::string text;
+    std::vector<token_logprob> logprobs;
+};
+
+// Shared between the caller and the worker.
+class request_state {
+public:
+    explicit request_state(completion_request req) : req_(std::move(req)) {}
+
+    // Waits until an event is queued or the request finished, at most timeout_s (< 0: forever).
+    // Returns true when an event or the end is available.
+    bool wait(double timeout_s);
+    // Pops the next streamed event, if any.
+    std::optional<stream_event> next_event();
+    bool done() const;
+    // The final result; rethrows the worker's exception if the request failed.
+    completion_result result();
+    void cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+    bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+
+private:
+    friend class engine;
+    void push_event(stream_event ev);
+    void finish(completion_result res);
+    void fail(std::exception_ptr err);
+
+    completion_request req_;
+    common_sampler_ptr sampler_;
+    std::atomic<bool> cancelled_{false};
+
+    mutable std::mutex mutex_;
+    std::condition_variable cv_;
+    std::deque<stream_event> events_;
+    bool done_ = false;
+    completion_result result_;
+    std::exception_ptr error_;
+};
+
+class engine {
+public:
+    engine(std::shared_ptr<model> m, const context_params & params);
+    ~engine();
+    engine(const engine &) = delete;
+    engine & operator=(const engine &) = delete;
+
+    // Validates the request and queues it. Throws invalid_argument_error,
+    // context_window_exceeded_error or grammar_error before anything is queued.
+    std::shared_ptr<request_state> submit(completion_request req);
+
+    // Runs fn on the worker, between requests, and waits for it.
+    void run_exclusive(const std::function<void(llama_context *)> & fn);
+
+    // Drops every cached token (the KV cache of all slots).
+    void reset();
+    // The whole context state (KV cache and the cached tokens) as bytes, and back.
+    std::string save_state();
+    void load_state(const std::string & data);
+
+    // Stops the worker: queued requests fail with engine_closed_error, a running one is
+    // cancelled. Idempotent.
+    void close();
+    bool closed() const { return closed_.load(); }
+
+    const model & get_model() const { return *model_; }
+    uint32_t n_ctx() const { return n_ctx_; }
+    uint32_t n_ctx_seq() const { return n_ctx_seq_; }
+    uint32_t n_batch() const { return n_batch_; }
+    uint32_t n_seq_max() const { return n_seq_max_; }
+    int32_t n_threads() const { return n_threads_; }
+    int32_t n_threads_batch() const { return n_threads_batch_; }
+    // The tokens cached in slot 0 (for tests and introspection).
+    std::vector<llama_token> cached_tokens(uint32_t slot = 0);
+
+private:
+    struct slot {
+        llama_seq_id id = 0;
+        std::vector<llama_token> tokens; // what the KV cache holds for this sequence
+    };
+    struct task {
+        std::shared_ptr<request_state> request;
+        std::function<void(llama_context *)> fn;
+        std::shared_ptr<std::promise<void>> done;
+    };
+
+    void worker_main();
+    void run_request(request_state & rs);
+    // Decodes tokens[begin, end) into the slot; outputs logits for the last one, or for all of
+    // them when all_logits. Returns llama_decode's status of the failing call, 0 on success.
+    int32_t decode_into(slot & s, const std::vector<llama_token> & tokens, size_t begin, size_t end,
+                        bool all_logits, const std::function<void(int32_t, size_t)> & on_outputs);
+    void sync_slot_after_failure(slot & s);
+    token_logprob logprob_of(int32_t output_index, llama_token token, int32_t top_n) const;
+    slot & choose_slot(const std::vector<llama_token> & prompt);
+
+    std::shared_ptr<model> model_;
+    llama_context_ptr ctx_;
+    llama_batch batch_{};
+    uint32_t n_ctx_ = 0, n_ctx_seq_ = 0, n_batch_ = 0, n_seq_max_ = 1;
+    int32_t n_threads_ = 0, n_threads_batch_ = 0;
+    std::vector<slot> slots_;
+
+    std::mutex queue_mutex_;
+    std::condition_variable queue_cv_;
+    std::deque<task> queue_;
+    std::atomic<bool> closed_{false};
+    std::atomic<request_state *> current_{nullptr};
+    std::thread worker_;
+};
+
+} // namespace lci

@@ -61,18 +61,25 @@ void init_engine(nb::module_ & m) {
         .def_rw("generation_prompt", &lci::sampling_params::generation_prompt)
         .def_rw("grammar_is_output_format", &lci::sampling_params::grammar_is_output_format);
 
+    nb::class_<lci::top_logprob>(m, "TopLogprob")
+        .def_ro("token", &lci::top_logprob::token)
+        .def_ro("text", &lci::top_logprob::text)
+        .def_ro("logprob", &lci::top_logprob::logprob);
+
     nb::class_<lci::token_logprob>(m, "TokenLogprob")
         .def_ro("token", &lci::token_logprob::token)
         .def_ro("text", &lci::token_logprob::text)
         .def_ro("logprob", &lci::token_logprob::logprob)
         .def_ro("offset", &lci::token_logprob::offset, "Byte offset of the token's text in the completion.")
-        .def_ro("top", &lci::token_logprob::top, "(token, logprob) of the most likely tokens, best first.");
+        .def_ro("top", &lci::token_logprob::top, "The most likely tokens at this position, best first.");
 
     nb::class_<lci::timings>(m, "Timings")
         .def_ro("prompt_ms", &lci::timings::prompt_ms)
         .def_ro("eval_ms", &lci::timings::eval_ms)
         .def_ro("prompt_n", &lci::timings::prompt_n)
-        .def_ro("eval_n", &lci::timings::eval_n);
+        .def_ro("eval_n", &lci::timings::eval_n)
+        .def_ro("decode_ms", &lci::timings::decode_ms, "Part of eval_ms spent inside llama_decode.")
+        .def_ro("sample_ms", &lci::timings::sample_ms, "Part of eval_ms spent in the sampler chain.");
 
     nb::class_<lci::completion_result>(m, "CompletionResult")
         .def_ro("text", &lci::completion_result::text)
@@ -101,7 +108,7 @@ void init_engine(nb::module_ & m) {
         .def("cancel", &lci::request_state::cancel, "Stops the request within one token (or one graph node).")
         .def_prop_ro("cancelled", &lci::request_state::cancelled);
 
-    nb::class_<py_engine>(m, "Engine", "A llama context with its KV slots and decode worker.")
+    nb::class_<py_engine>(m, "Engine", "A llama context with its KV slots and decode worker.", nb::is_weak_referenceable())
         .def("__init__",
              [](py_engine * self, std::shared_ptr<lci::model> model, uint32_t n_ctx, uint32_t n_batch,
                 uint32_t n_ubatch, uint32_t n_seq_max, int32_t n_threads, int32_t n_threads_batch,

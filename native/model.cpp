@@ -62,7 +62,7 @@ std::shared_ptr<lci::model> load_model(const std::string & path, int32_t n_gpu_l
 } // namespace
 
 void init_model(nb::module_ & m) {
-    nb::class_<lci::model>(m, "Model", "A loaded GGUF model (weights, vocabulary, metadata).")
+    nb::class_<lci::model>(m, "Model", "A loaded GGUF model (weights, vocabulary, metadata).", nb::is_weak_referenceable())
         .def_static("load", &load_model, nb::arg("path"), nb::arg("n_gpu_layers") = 0, nb::arg("main_gpu") = 0,
                     nb::arg("tensor_split") = std::vector<float>{}, nb::arg("use_mmap") = true,
                     nb::arg("use_mlock") = false, nb::arg("vocab_only") = false, nb::arg("check_tensors") = false,
@@ -78,6 +78,9 @@ void init_model(nb::module_ & m) {
         .def_prop_ro("token_eos", &lci::model::eos)
         .def_prop_ro("token_eot", &lci::model::eot)
         .def_prop_ro("token_nl", &lci::model::nl)
+        .def_prop_ro("token_fim_pre", [](const lci::model & self) { return llama_vocab_fim_pre(self.vocab()); })
+        .def_prop_ro("token_fim_suf", [](const lci::model & self) { return llama_vocab_fim_suf(self.vocab()); })
+        .def_prop_ro("token_fim_mid", [](const lci::model & self) { return llama_vocab_fim_mid(self.vocab()); })
         .def_prop_ro("add_bos", &lci::model::add_bos)
         .def_prop_ro("add_eos", &lci::model::add_eos)
         .def("is_eog", &lci::model::is_eog, nb::arg("token"))

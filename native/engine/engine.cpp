@@ -394,7 +394,8 @@ token_logprob engine::logprob_of(int32_t output_index, llama_token token, int32_
         std::partial_sort(cand.begin(), cand.begin() + (ptrdiff_t) k, cand.end(),
                           [](const auto & a, const auto & b) { return a.first > b.first; });
         for (size_t i = 0; i < k; ++i) {
-            out.top.emplace_back(cand[i].second, cand[i].first - log_z);
+            out.top.push_back({cand[i].second, utf8_sanitize(model_->token_to_piece(cand[i].second, true)),
+                               cand[i].first - log_z});
         }
     }
     return out;
@@ -434,6 +435,11 @@ void engine::run_request(request_state & rs) {
 
     std::function<void(int32_t, size_t)> on_prompt_outputs;
     if (req.prompt_logprobs && req.logprobs >= 0) {
+        token_logprob first; // nothing predicts the first prompt token
+        first.token = req.prompt[0];
+        first.text = utf8_sanitize(model_->token_to_piece(req.prompt[0], true));
+        first.logprob = std::numeric_limits<float>::quiet_NaN();
+        res.prompt_logprobs.push_back(std::move(first));
         on_prompt_outputs = [&](int32_t n, size_t first) {
             for (int32_t j = 0; j < n; ++j) {
                 const size_t next = first + (size_t) j + 1;
@@ -471,8 +477,10 @@ void engine::run_request(request_state & rs) {
             finish = "length";
             break;
         }
+        const auto t_sample = clock_type::now();
         const llama_token tok = common_sampler_sample(smpl, ctx_.get(), idx);
         common_sampler_accept(smpl, tok, true);
+        res.time.sample_ms += ms_since(t_sample);
         res.n_completion++;
         res.tokens.push_back(tok);
         if (llama_vocab_is_eog(model_->vocab(), tok)) {
@@ -504,7 +512,9 @@ void engine::run_request(request_state & rs) {
             break;
         }
         const std::vector<llama_token> one{tok};
+        const auto t_decode = clock_type::now();
         status = decode_into(s, one, 0, 1, false, nullptr);
+        res.time.decode_ms += ms_since(t_decode);
         if (status != 0) {
             sync_slot_after_failure(s);
             if (status == 2) {

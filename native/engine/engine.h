@@ -47,12 +47,18 @@ struct context_params {
     float    rope_freq_scale = 0.0f;
 };
 
+struct top_logprob {
+    llama_token token = -1;
+    std::string text;
+    float logprob = 0.0f;
+};
+
 struct token_logprob {
     llama_token token = -1;
     std::string text;     // the token's text (invalid UTF-8 replaced)
-    float logprob = 0.0f; // log-softmax of the model's logits
+    float logprob = 0.0f; // log-softmax of the model's logits; NaN for the first prompt token
     size_t offset = 0;    // byte offset of the token's text in the completion
-    std::vector<std::pair<llama_token, float>> top; // most likely tokens, best first
+    std::vector<top_logprob> top; // the most likely tokens at this position, best first
 };
 
 struct completion_request {
@@ -71,6 +77,8 @@ struct timings {
     double eval_ms = 0.0;
     int32_t prompt_n = 0; // prompt tokens decoded (not served from cache)
     int32_t eval_n = 0;   // tokens generated
+    double decode_ms = 0.0; // of eval_ms: time inside llama_decode
+    double sample_ms = 0.0; // of eval_ms: time in the sampler chain
 };
 
 struct completion_result {

@@ -1,1 +1,54 @@
+"""Run GGUF models in-process on llama.cpp, for LangChain and LlamaIndex applications.
 
+The public API is :class:`Llama` (llama-cpp-python's constructor and completion API on our own
+native engine), the errors in :mod:`llamacpp_integrations.errors`, :func:`system_info` and the
+default model helper :func:`default_model_path`. The LangChain and LlamaIndex adapters live in
+the optional subpackages ``llamacpp_integrations.langchain`` and
+``llamacpp_integrations.llama_index``; importing this package imports neither framework.
+"""
+
+from __future__ import annotations
+
+from . import _core
+from ._completion import CompletionStream
+from .errors import (
+    ContextWindowExceededError,
+    DecodeError,
+    EngineClosedError,
+    GrammarError,
+    InvalidParameterError,
+    LlamaError,
+    ModelLoadError,
+)
+from .llama import LLAMA_DEFAULT_SEED, Llama
+from .models import default_model_path
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LLAMA_DEFAULT_SEED",
+    "CompletionStream",
+    "ContextWindowExceededError",
+    "DecodeError",
+    "EngineClosedError",
+    "GrammarError",
+    "InvalidParameterError",
+    "Llama",
+    "LlamaError",
+    "ModelLoadError",
+    "__version__",
+    "backends",
+    "default_model_path",
+    "system_info",
+]
+
+
+def system_info() -> str:
+    """llama.cpp's system info: CPU features and the compiled-in backends (BLAS, CUDA, Metal)."""
+    return _core.system_info()
+
+
+def backends() -> list[str]:
+    """Names of the ggml backends registered in this build (always ``CPU``; ``BLAS``, ``CUDA``,
+    ``Metal`` when built with them)."""
+    return list(_core.backend_names())

@@ -1,0 +1,224 @@
+"""Turning native results into OpenAI ``text_completion`` responses and streams."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+from . import _core
+from .types import (
+    CompletionChoice,
+    CompletionChunk,
+    CompletionLogprobs,
+    CompletionResponse,
+    Timings,
+    Usage,
+)
+
+__all__ = [
+    "CompletionStream",
+    "ResponseMeta",
+    "logprobs_block",
+    "timings_of",
+    "usage_of",
+    "wait_result",
+]
+
+# How long a blocked call waits before giving Python a chance to deliver Ctrl-C.
+WAIT_SLICE_S = 0.05
+
+
+def wait_result(request: _core.Request) -> _core.CompletionResult:
+    """Waits for a non-streaming request without blocking Ctrl-C; cancels it on any exception."""
+    try:
+        while not request.wait(WAIT_SLICE_S):
+            pass
+        return request.result()
+    except BaseException:
+        request.cancel()
+        raise
+
+
+class ResponseMeta:
+    """What a response needs besides the native result: ids, names, echo and logprob options."""
+
+    def __init__(
+        self, *, id: str, created: int, model: str, echo_text: str, want_logprobs: bool
+    ) -> None:
+        self.id = id
+        self.created = created
+        self.model = model
+        self.echo_text = echo_text
+        self.want_logprobs = want_logprobs
+
+    def response(self, result: _core.CompletionResult) -> CompletionResponse:
+        choice: CompletionChoice = {
+            "text": self.echo_text + result.text,
+            "index": 0,
+            "logprobs": (
+                logprobs_block(
+                    result.logprobs, result.text.encode(), self.echo_text, result.prompt_logprobs
+                )
+                if self.want_logprobs
+                else None
+            ),
+            "finish_reason": result.finish_reason,
+        }
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": usage_of(result),
+            "timings": timings_of(result),
+        }
+
+
+def logprobs_block(
+    entries: Sequence[_core.TokenLogprob],
+    completion: bytes,
+    echo_text: str = "",
+    prompt: Sequence[_core.TokenLogprob] = (),
+) -> CompletionLogprobs:
+    """The OpenAI completion ``logprobs`` object.
+
+    Offsets count characters from the start of the returned text (the echoed prompt first).
+    ``entries[i].offset`` is a byte offset into ``completion``.
+    """
+    tokens: list[str] = []
+    offsets: list[int] = []
+    token_logprobs: list[float | None] = []
+    top: list[dict[str, float] | None] = []
+    pos = 0
+    for entry in prompt:  # echo: the first prompt token has no logprob (NaN from the engine)
+        predicted = not math.isnan(entry.logprob)
+        tokens.append(entry.text)
+        offsets.append(pos)
+        token_logprobs.append(entry.logprob if predicted else None)
+        top.append(_top_dict(entry) if predicted else None)
+        pos += len(entry.text)
+    base = len(echo_text)
+    for entry in entries:
+        tokens.append(entry.text)
+        offsets.append(base + len(completion[: entry.offset].decode("utf-8", errors="replace")))
+        token_logprobs.append(entry.logprob)
+        top.append(_top_dict(entry))
+    return {
+        "tokens": tokens,
+        "text_offset": offsets,
+        "token_logprobs": token_logprobs,
+        "top_logprobs": top,
+    }
+
+
+def _top_dict(entry: _core.TokenLogprob) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for alt in entry.top:
+        out.setdefault(alt.text, alt.logprob)
+    return out
+
+
+def usage_of(result: _core.CompletionResult) -> Usage:
+    """OpenAI usage (with cached prompt tokens) of a native result."""
+    return {
+        "prompt_tokens": result.n_prompt,
+        "completion_tokens": result.n_completion,
+        "total_tokens": result.n_prompt + result.n_completion,
+        "prompt_tokens_details": {"cached_tokens": result.n_cached},
+    }
+
+
+def timings_of(result: _core.CompletionResult) -> Timings:
+    """llama-server style timings of a native result."""
+    t = result.timings
+    return {
+        "cache_n": result.n_cached,
+        "prompt_n": t.prompt_n,
+        "prompt_ms": t.prompt_ms,
+        "prompt_per_second": t.prompt_n / t.prompt_ms * 1e3 if t.prompt_ms > 0 else 0.0,
+        "predicted_n": t.eval_n,
+        "predicted_ms": t.eval_ms,
+        "predicted_per_second": t.eval_n / t.eval_ms * 1e3 if t.eval_ms > 0 else 0.0,
+        "decode_ms": t.decode_ms,
+        "sample_ms": t.sample_ms,
+    }
+
+
+class CompletionStream(Iterator[CompletionChunk]):
+    """Iterator of ``text_completion`` chunks for ``stream=True``.
+
+    Closing it (``close()``, leaving a ``with`` block, breaking out of a loop that then drops it,
+    or garbage collection) cancels the generation within one token.
+    """
+
+    def __init__(self, request: _core.Request, meta: ResponseMeta) -> None:
+        self._request = request
+        self._meta = meta
+        self._pending_echo = bool(meta.echo_text)
+        self._finished = False
+        self._text = b""
+        self.result: _core.CompletionResult | None = None
+        """The native result, once the stream is exhausted (usage, timings, tokens)."""
+
+    def __iter__(self) -> CompletionStream:
+        return self
+
+    def _chunk(
+        self, text: str, logprobs: CompletionLogprobs | None, finish_reason: str | None
+    ) -> CompletionChunk:
+        return {
+            "id": self._meta.id,
+            "object": "text_completion",
+            "created": self._meta.created,
+            "model": self._meta.model,
+            "choices": [
+                {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish_reason}
+            ],
+        }
+
+    def __next__(self) -> CompletionChunk:
+        if self._finished:
+            raise StopIteration
+        if self._pending_echo:
+            self._pending_echo = False
+            return self._chunk(self._meta.echo_text, None, None)
+        request = self._request
+        try:
+            while True:
+                event = request.next_event()
+                if event is not None:
+                    self._text += event.text.encode()
+                    logprobs = None
+                    if self._meta.want_logprobs:
+                        logprobs = logprobs_block(event.logprobs, self._text, self._meta.echo_text)
+                    return self._chunk(event.text, logprobs, None)
+                if request.done:
+                    break
+                request.wait(WAIT_SLICE_S)
+            self.result = request.result()
+        except BaseException:
+            self.close()
+            raise
+        self._finished = True
+        chunk = self._chunk("", None, self.result.finish_reason)
+        chunk["usage"] = usage_of(self.result)
+        chunk["timings"] = timings_of(self.result)
+        return chunk
+
+    def close(self) -> None:
+        """Stops generation; further iteration ends."""
+        if not self._finished:
+            self._finished = True
+            self._request.cancel()
+
+    def __enter__(self) -> CompletionStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        request = getattr(self, "_request", None)
+        if request is not None and not getattr(self, "_finished", True):
+            request.cancel()

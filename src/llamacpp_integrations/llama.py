@@ -1,0 +1,564 @@
+"""The high-level engine: ``Llama``, with llama-cpp-python's constructor and completion API.
+
+``Llama`` owns one native ``Model`` (shared with every other ``Llama`` loaded with the same
+parameters) and one native ``Engine`` (a llama context with its KV cache and decode worker).
+Everything per token runs in C++ with the GIL released; this module only converts arguments
+and builds the OpenAI-shaped results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from . import _core
+from ._completion import CompletionStream, ResponseMeta, wait_result
+from .errors import EngineClosedError, InvalidParameterError
+from .types import CompletionResponse
+
+__all__ = ["LLAMA_DEFAULT_SEED", "CompletionStream", "Llama"]
+
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF
+"""The seed value meaning "a random seed" (as in llama.cpp and llama-cpp-python)."""
+
+logger = logging.getLogger("llamacpp_integrations")
+
+ModelKey = tuple[Any, ...]
+_models: weakref.WeakValueDictionary[ModelKey, _core.Model] = weakref.WeakValueDictionary()
+_models_lock = threading.Lock()
+
+
+def _load_shared_model(key: ModelKey, load: Callable[[], _core.Model]) -> _core.Model:
+    """Returns the loaded model for ``key``, loading it once however many ``Llama`` share it."""
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            model = load()
+            _models[key] = model
+        return model
+
+
+def _kv_type(value: int | str | None, name: str) -> int:
+    if value is None:
+        return -1
+    if isinstance(value, bool):
+        raise InvalidParameterError(
+            f"{name} must be a ggml type name such as 'f16' or 'q8_0', or its id"
+        )
+    if isinstance(value, int):
+        return value
+    type_id = _core.ggml_type_from_name(str(value).lower())
+    if type_id < 0:
+        raise InvalidParameterError(
+            f"{name}={value!r} is not a ggml type (try 'f16', 'q8_0' or 'q4_0')"
+        )
+    return type_id
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParameterError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise InvalidParameterError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _stop_list(stop: str | Sequence[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop] if stop else []
+    out = []
+    for s in stop:
+        if not isinstance(s, str):
+            raise InvalidParameterError(f"stop strings must be str, got {s!r}")
+        if s:
+            out.append(s)
+    return out
+
+
+class Llama:
+    """A GGUF model running in-process on llama.cpp.
+
+    The constructor takes llama-cpp-python's parameter names. Unlike llama-cpp-python, an unknown
+    keyword raises ``TypeError`` (a typo such as ``n_gpu_layer`` is never silently ignored), the
+    process never aborts on bad input, and one instance is safe to call from many threads.
+
+    Example:
+        >>> llm = Llama(model_path=path, n_ctx=2048)
+        >>> out = llm("Q: Name the planets in the solar system? A: ", max_tokens=32,
+        ...           stop=["Q:", "\\n"], echo=True)
+        >>> print(out["choices"][0]["text"])
+
+    Args:
+        model_path: Path to a GGUF file.
+        n_gpu_layers: Layers to offload to the GPU; -1 offloads all (needs a CUDA/Metal build).
+        main_gpu: The GPU used for the whole model when it is not split.
+        tensor_split: How to split the model across GPUs (proportions, one per device).
+        vocab_only: Load only the vocabulary (tokenize/detokenize; no generation).
+        use_mmap: Memory-map the weights (fast loads, shared pages).
+        use_mlock: Lock the weights in RAM.
+        seed: Default sampling seed; ``LLAMA_DEFAULT_SEED`` (or -1) picks a random one per call.
+        n_ctx: Context window in tokens; 0 uses the model's training context.
+        n_batch: Maximum tokens per ``llama_decode`` call during prompt processing.
+        n_ubatch: Physical batch size (at most n_batch).
+        n_threads: Threads for generation; None uses the physical cores.
+        n_threads_batch: Threads for prompt processing; None uses ``n_threads``.
+        rope_freq_base: RoPE base frequency; 0 takes the model's.
+        rope_freq_scale: RoPE frequency scale; 0 takes the model's.
+        flash_attn: Flash attention on/off; None lets llama.cpp decide.
+        type_k: KV cache type of K ('f16', 'q8_0', ... or a ggml type id); None: f16.
+        type_v: KV cache type of V; None: f16.
+        f16_kv: Kept for compatibility: False stores the KV cache as f32 unless type_k/type_v say
+            otherwise.
+        offload_kqv: Keep the KV cache on the GPU when layers are offloaded.
+        embedding: Create the context in embedding mode.
+        last_n_tokens_size: How many recent tokens the repetition penalties look at.
+        lora_path: A LoRA adapter (GGUF) applied to the model.
+        lora_scale: The adapter's scale.
+        lora_base: Accepted for compatibility; GGUF adapters need no base model.
+        n_seq_max: Sequence slots in the context (each keeps its own prompt cache).
+        chat_format: Name of a llama.cpp built-in chat template for chat completions.
+        chat_template: A Jinja chat template overriding the GGUF's own.
+        progress_callback: Called with the load progress in [0, 1]; return False to cancel.
+        verbose: Forward llama.cpp's log to the ``llamacpp_integrations`` logger (printed to
+            stderr when that logger has no handler). Silent otherwise.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        n_gpu_layers: int = 0,
+        main_gpu: int = 0,
+        tensor_split: Sequence[float] | None = None,
+        vocab_only: bool = False,
+        use_mmap: bool = True,
+        use_mlock: bool = False,
+        seed: int = LLAMA_DEFAULT_SEED,
+        n_ctx: int = 512,
+        n_batch: int = 512,
+        n_ubatch: int = 512,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+        rope_freq_base: float = 0.0,
+        rope_freq_scale: float = 0.0,
+        flash_attn: bool | None = None,
+        type_k: int | str | None = None,
+        type_v: int | str | None = None,
+        f16_kv: bool = True,
+        offload_kqv: bool = True,
+        embedding: bool = False,
+        last_n_tokens_size: int = 64,
+        lora_path: str | os.PathLike[str] | None = None,
+        lora_scale: float = 1.0,
+        lora_base: str | os.PathLike[str] | None = None,
+        n_seq_max: int = 1,
+        chat_format: str | None = None,
+        chat_template: str | None = None,
+        progress_callback: Callable[[float], bool | None] | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self._closed = True  # until fully constructed: close() and __del__ must be safe
+        if verbose:
+            _enable_verbose_logging()
+        self.model_path = os.fspath(model_path)
+        self.verbose = verbose
+        self.chat_format = chat_format
+        self.chat_template = chat_template
+        self.lora_base = lora_base
+        self.last_n_tokens_size = _check_int(last_n_tokens_size, "last_n_tokens_size", -1)
+        self.seed = int(seed)
+        _check_int(n_ctx, "n_ctx", 0)
+        _check_int(n_batch, "n_batch", 1)
+        _check_int(n_ubatch, "n_ubatch", 1)
+        _check_int(n_seq_max, "n_seq_max", 1)
+        _check_int(n_gpu_layers, "n_gpu_layers", -1)
+        if n_threads is not None:
+            _check_int(n_threads, "n_threads", 1)
+        if n_threads_batch is not None:
+            _check_int(n_threads_batch, "n_threads_batch", 1)
+        if not f16_kv and type_k is None:
+            type_k = "f32"
+        if not f16_kv and type_v is None:
+            type_v = "f32"
+        lora = [(os.fspath(lora_path), float(lora_scale))] if lora_path else []
+        split = [float(x) for x in tensor_split] if tensor_split else []
+
+        try:
+            stat = os.stat(self.model_path)
+            identity: tuple[Any, ...] = (
+                os.path.realpath(self.model_path),
+                stat.st_size,
+                stat.st_mtime_ns,
+            )
+        except OSError:
+            identity = (self.model_path,)  # let the loader report the cause
+        key = (
+            *identity,
+            n_gpu_layers,
+            main_gpu,
+            tuple(split),
+            use_mmap,
+            use_mlock,
+            vocab_only,
+            tuple(lora),
+        )
+
+        def load() -> _core.Model:
+            return _core.Model.load(
+                self.model_path,
+                n_gpu_layers=n_gpu_layers,
+                main_gpu=main_gpu,
+                tensor_split=split,
+                use_mmap=use_mmap,
+                use_mlock=use_mlock,
+                vocab_only=vocab_only,
+                lora=lora,
+                progress=progress_callback,
+            )
+
+        self._model = _load_shared_model(key, load) if progress_callback is None else load()
+        self._engine: _core.Engine | None = None
+        if not vocab_only:
+            self._engine = _core.Engine(
+                self._model,
+                n_ctx=n_ctx,
+                n_batch=n_batch,
+                n_ubatch=n_ubatch,
+                n_seq_max=n_seq_max,
+                n_threads=n_threads or -1,
+                n_threads_batch=n_threads_batch or -1,
+                flash_attn=-1 if flash_attn is None else int(bool(flash_attn)),
+                type_k=_kv_type(type_k, "type_k"),
+                type_v=_kv_type(type_v, "type_v"),
+                embeddings=embedding,
+                offload_kqv=offload_kqv,
+                rope_freq_base=float(rope_freq_base),
+                rope_freq_scale=float(rope_freq_scale),
+            )
+        self._n_ctx_requested = n_ctx
+        self.metadata: dict[str, str] = self._model.metadata()
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stops the decode worker and releases the context; pending requests fail."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        if self._engine is not None:
+            self._engine.close()
+        self._engine = None
+
+    def __enter__(self) -> Llama:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.close()
+
+    def _require_engine(self) -> _core.Engine:
+        if self._closed:
+            raise EngineClosedError("this Llama was closed")
+        if self._engine is None:
+            raise InvalidParameterError(
+                "the model was loaded with vocab_only=True and cannot generate"
+            )
+        return self._engine
+
+    def _require_model(self) -> _core.Model:
+        if self._closed:
+            raise EngineClosedError("this Llama was closed")
+        return self._model
+
+    # ------------------------------------------------------------------ model facts
+
+    @property
+    def native_model(self) -> _core.Model:
+        """The shared native model (for the chat layer and adapters)."""
+        return self._require_model()
+
+    @property
+    def native_engine(self) -> _core.Engine:
+        """The native engine (context, KV slots, worker)."""
+        return self._require_engine()
+
+    def n_ctx(self) -> int:
+        """The context window in tokens."""
+        if self._engine is None:
+            return int(self._n_ctx_requested or self._model.n_ctx_train)
+        return int(self._require_engine().n_ctx_seq)
+
+    def n_vocab(self) -> int:
+        return int(self._require_model().n_vocab)
+
+    def n_embd(self) -> int:
+        return int(self._require_model().n_embd)
+
+    def token_bos(self) -> int:
+        return int(self._require_model().token_bos)
+
+    def token_eos(self) -> int:
+        return int(self._require_model().token_eos)
+
+    def tokenize(self, text: bytes | str, add_bos: bool = True, special: bool = False) -> list[int]:
+        """Text to token ids.
+
+        Args:
+            text: UTF-8 bytes or str.
+            add_bos: Add the model's BOS token (when the model uses one).
+            special: Parse special tokens such as ``<|im_start|>`` in the text.
+        """
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        return list(self._require_model().tokenize(text, add_bos, special))
+
+    def detokenize(
+        self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None, special: bool = False
+    ) -> bytes:
+        """Token ids to bytes. With ``prev_tokens``, returns only the bytes ``tokens`` add."""
+        model = self._require_model()
+        if prev_tokens:
+            full = bytes(model.detokenize([*prev_tokens, *tokens], False, special))
+            prev = bytes(model.detokenize(list(prev_tokens), False, special))
+            return full[len(prev) :]
+        return bytes(model.detokenize(list(tokens), False, special))
+
+    def reset(self) -> None:
+        """Forgets the cached prompt (the KV cache)."""
+        self._require_engine().reset()
+
+    def save_state(self) -> bytes:
+        """The context state (KV cache and cached tokens) as bytes."""
+        return bytes(self._require_engine().save_state())
+
+    def load_state(self, state: bytes) -> None:
+        """Restores a state from :meth:`save_state` of a Llama with the same model and n_ctx."""
+        self._require_engine().load_state(state)
+
+    # ------------------------------------------------------------------ completion
+
+    def _prompt_tokens(self, prompt: str | Sequence[int], suffix: str | None) -> list[int]:
+        model = self._require_model()
+        if suffix is not None:
+            if not isinstance(prompt, str):
+                raise InvalidParameterError("suffix needs a text prompt")
+            pre, suf, mid = model.token_fim_pre, model.token_fim_suf, model.token_fim_mid
+            if min(pre, suf, mid) < 0:
+                raise InvalidParameterError(
+                    "suffix (fill-in-the-middle) needs a model with FIM tokens; "
+                    f"{os.path.basename(self.model_path)} has none"
+                )
+            bos = [model.token_bos] if model.add_bos and model.token_bos >= 0 else []
+            return [
+                *bos,
+                pre,
+                *model.tokenize(prompt, False, False),
+                suf,
+                *model.tokenize(suffix, False, False),
+                mid,
+            ]
+        if isinstance(prompt, str):
+            return list(model.tokenize(prompt, True, False))
+        if isinstance(prompt, (bytes, bytearray)):
+            return list(
+                model.tokenize(bytes(prompt).decode("utf-8", errors="replace"), True, False)
+            )
+        tokens = list(prompt)
+        for t in tokens:
+            if isinstance(t, bool) or not isinstance(t, int):
+                raise InvalidParameterError(f"prompt tokens must be ints, got {t!r}")
+        return tokens
+
+    def sampling_params(
+        self,
+        *,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        top_k: int = 40,
+        repeat_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        seed: int | None = None,
+        logit_bias: Mapping[int, float] | None = None,
+        grammar: str | None = None,
+        grammar_path: str | os.PathLike[str] | None = None,
+    ) -> _core.SamplingParams:
+        """Builds the native sampler settings of one request (validated natively at submit)."""
+        sp = _core.SamplingParams()
+        sp.temperature = float(temperature)
+        sp.top_p = float(top_p)
+        sp.min_p = float(min_p)
+        sp.typical_p = float(typical_p)
+        sp.top_k = int(top_k)
+        sp.repeat_penalty = float(repeat_penalty)
+        sp.frequency_penalty = float(frequency_penalty)
+        sp.presence_penalty = float(presence_penalty)
+        sp.penalty_last_n = self.last_n_tokens_size
+        sp.mirostat = int(mirostat_mode)
+        sp.mirostat_tau = float(mirostat_tau)
+        sp.mirostat_eta = float(mirostat_eta)
+        chosen = self.seed if seed is None else int(seed)
+        sp.seed = LLAMA_DEFAULT_SEED if chosen < 0 else chosen & 0xFFFFFFFF
+        if logit_bias:
+            sp.logit_bias = [(int(k), float(v)) for k, v in logit_bias.items()]
+        if grammar is not None and grammar_path is not None:
+            raise InvalidParameterError("pass grammar or grammar_path, not both")
+        if grammar_path is not None:
+            try:
+                with open(grammar_path, encoding="utf-8") as f:
+                    grammar = f.read()
+            except OSError as e:
+                raise InvalidParameterError(
+                    f"cannot read grammar_path {grammar_path!s}: {e}"
+                ) from e
+        if grammar is not None:
+            text = getattr(
+                grammar, "_grammar", grammar
+            )  # llama-cpp-python's LlamaGrammar keeps it there
+            if not isinstance(text, str):
+                raise InvalidParameterError("grammar must be a GBNF string")
+            sp.grammar = text
+        return sp
+
+    def create_completion(
+        self,
+        prompt: str | Sequence[int],
+        suffix: str | None = None,
+        max_tokens: int | None = 16,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        logprobs: int | None = None,
+        echo: bool = False,
+        stop: str | Sequence[str] | None = None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        top_k: int = 40,
+        stream: bool = False,
+        seed: int | None = None,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        model: str | None = None,
+        grammar: str | None = None,
+        grammar_path: str | os.PathLike[str] | None = None,
+        logit_bias: Mapping[int, float] | None = None,
+        ignore_eos: bool = False,
+    ) -> CompletionResponse | CompletionStream:
+        """Generates text from a prompt (OpenAI ``text_completion`` shape).
+
+        Args:
+            prompt: Text, or token ids.
+            suffix: Text after the gap, for fill-in-the-middle models.
+            max_tokens: Tokens to generate at most; None or <= 0 generates until the context
+                is full.
+            temperature: Sampling temperature; 0 is greedy.
+            top_p: Nucleus sampling threshold.
+            min_p: Minimum probability relative to the best token.
+            typical_p: Locally typical sampling threshold.
+            logprobs: Return the log-probability of each token and of this many alternatives.
+            echo: Put the prompt in front of the generated text.
+            stop: Strings that end generation; they are not part of the output.
+            frequency_penalty: Penalty growing with how often a token appeared.
+            presence_penalty: Penalty for tokens that appeared at all.
+            repeat_penalty: Multiplicative repetition penalty (1.0 is off).
+            top_k: Sample among the k most likely tokens.
+            stream: Return an iterator of ``text_completion`` chunks.
+            seed: Sampling seed for this call.
+            mirostat_mode: 0 off, 1 Mirostat, 2 Mirostat 2.0.
+            mirostat_tau: Mirostat target entropy.
+            mirostat_eta: Mirostat learning rate.
+            model: Name reported in the response (defaults to the model path).
+            grammar: A GBNF grammar the output must follow.
+            grammar_path: A .gbnf file with the grammar.
+            logit_bias: Token id to bias added to its logit.
+            ignore_eos: Keep generating past end-of-generation tokens.
+
+        Raises:
+            ContextWindowExceededError: The prompt does not fit in n_ctx.
+            GrammarError: The grammar does not parse.
+            InvalidParameterError: A value is out of range.
+        """
+        engine = self._require_engine()
+        tokens = self._prompt_tokens(prompt, suffix)
+        sampling = self.sampling_params(
+            temperature=temperature,
+            top_p=top_p,
+            min_p=min_p,
+            typical_p=typical_p,
+            top_k=top_k,
+            repeat_penalty=repeat_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
+            mirostat_mode=mirostat_mode,
+            mirostat_tau=mirostat_tau,
+            mirostat_eta=mirostat_eta,
+            seed=seed,
+            logit_bias=logit_bias,
+            grammar=grammar,
+            grammar_path=grammar_path,
+        )
+        if logprobs is not None:
+            _check_int(logprobs, "logprobs", 0)
+        n_logprobs = -1 if logprobs is None else logprobs
+        limit = -1 if max_tokens is None or max_tokens <= 0 else int(max_tokens)
+        request = engine.submit(
+            tokens,
+            sampling,
+            max_tokens=limit,
+            stop=_stop_list(stop),
+            logprobs=n_logprobs,
+            prompt_logprobs=echo and logprobs is not None,
+            stream=stream,
+            ignore_eos=ignore_eos,
+        )
+        meta = ResponseMeta(
+            id=f"cmpl-{uuid.uuid4()}",
+            created=int(time.time()),
+            model=model or self.model_path,
+            echo_text=self._echo_text(tokens) if echo else "",
+            want_logprobs=logprobs is not None,
+        )
+        if stream:
+            return CompletionStream(request, meta)
+        return meta.response(wait_result(request))
+
+    def __call__(
+        self, prompt: str | Sequence[int], *args: Any, **kwargs: Any
+    ) -> CompletionResponse | CompletionStream:
+        """Same as :meth:`create_completion`."""
+        return self.create_completion(prompt, *args, **kwargs)
+
+    def _echo_text(self, tokens: Sequence[int]) -> str:
+        model = self._require_model()
+        return bytes(model.detokenize(list(tokens), True, False)).decode("utf-8", errors="replace")
+
+
+def _enable_verbose_logging() -> None:
+    _core.set_log_level(2)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)

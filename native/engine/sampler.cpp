@@ -5,6 +5,20 @@
 #include "model.h"
 
 #include <cmath>
+#include <cstdio>
+#include <mutex>
+
+#ifdef _WIN32
+#    include <io.h>
+#    define lci_dup _dup
+#    define lci_dup2 _dup2
+#    define lci_close _close
+#else
+#    include <unistd.h>
+#    define lci_dup dup
+#    define lci_dup2 dup2
+#    define lci_close close
+#endif
 
 namespace lci {
 
@@ -22,11 +36,84 @@ void check_finite(float v, const char * name) {
 
 } // namespace
 
+// llama.cpp's grammar parser prints its diagnostics with fprintf(stderr) rather than through the
+// log callback. To put them into the exception (and keep stderr quiet), stderr is pointed at a
+// temporary file while the parser runs; anything else written meanwhile is passed on.
+class stderr_capture {
+public:
+    stderr_capture() {
+        std::fflush(stderr);
+        file_ = std::tmpfile();
+        saved_ = file_ ? lci_dup(2) : -1;
+        if (saved_ >= 0 && lci_dup2(fileno(file_), 2) < 0) {
+            lci_close(saved_);
+            saved_ = -1;
+        }
+    }
+    ~stderr_capture() { finish(); }
+
+    std::string finish() {
+        std::string out;
+        if (saved_ >= 0) {
+            std::fflush(stderr);
+            lci_dup2(saved_, 2);
+            lci_close(saved_);
+            saved_ = -1;
+            std::rewind(file_);
+            char buf[4096];
+            size_t n;
+            while ((n = std::fread(buf, 1, sizeof(buf), file_)) > 0) {
+                out.append(buf, n);
+            }
+        }
+        if (file_) {
+            std::fclose(file_);
+            file_ = nullptr;
+        }
+        return out;
+    }
+
+private:
+    std::FILE * file_ = nullptr;
+    int saved_ = -1;
+};
+
 void grammar_check(const model & m, const std::string & grammar) {
+    static std::mutex mutex; // one redirection at a time
+    std::string printed;
+    llama_sampler_ptr g;
     log_capture capture;
-    llama_sampler_ptr g(llama_sampler_init_grammar(m.vocab(), grammar.c_str(), "root"));
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        stderr_capture err;
+        g.reset(llama_sampler_init_grammar(m.vocab(), grammar.c_str(), "root"));
+        printed = err.finish();
+    }
+    // keep the parser's own diagnosis, pass anything else on to the real stderr
+    std::string diagnosis, others;
+    size_t start = 0;
+    while (start < printed.size()) {
+        size_t end = printed.find('\n', start);
+        end = end == std::string::npos ? printed.size() : end + 1;
+        const std::string line = printed.substr(start, end - start);
+        (line.find("error parsing grammar") != std::string::npos ? diagnosis : others) += line;
+        start = end;
+    }
+    if (!others.empty() && (g || diagnosis.empty())) {
+        std::fwrite(others.data(), 1, others.size(), stderr);
+    }
     if (!g) {
-        std::string why = capture.text();
+        std::string why = diagnosis;
+        const size_t colon = why.find("error parsing grammar: ");
+        if (colon != std::string::npos) {
+            why = why.substr(colon + 23);
+        }
+        while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) {
+            why.pop_back();
+        }
+        if (why.empty()) {
+            why = capture.text();
+        }
         throw grammar_error(why.empty() ? "invalid GBNF grammar" : "invalid GBNF grammar: " + why);
     }
 }

@@ -190,6 +190,8 @@ class Llama:
             type_k = "f32"
         if not f16_kv and type_v is None:
             type_v = "f32"
+        type_k_id = _kv_type(type_k, "type_k")
+        type_v_id = _kv_type(type_v, "type_v")
         lora = [(os.fspath(lora_path), float(lora_scale))] if lora_path else []
         split = [float(x) for x in tensor_split] if tensor_split else []
 
@@ -238,8 +240,8 @@ class Llama:
                 n_threads=n_threads or -1,
                 n_threads_batch=n_threads_batch or -1,
                 flash_attn=-1 if flash_attn is None else int(bool(flash_attn)),
-                type_k=_kv_type(type_k, "type_k"),
-                type_v=_kv_type(type_v, "type_v"),
+                type_k=type_k_id,
+                type_v=type_v_id,
                 embeddings=embedding,
                 offload_kqv=offload_kqv,
                 rope_freq_base=float(rope_freq_base),

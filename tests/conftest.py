@@ -1,0 +1,22 @@
+"""Shared fixtures: the default model, loaded once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from llamacpp_integrations import Llama, default_model_path
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    """The default model (SmolLM2-135M-Instruct), downloaded and verified on first use."""
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def llm(model_path: str) -> Iterator[Llama]:
+    """One Llama for the whole session (2048-token context, fixed seed)."""
+    with Llama(model_path=model_path, n_ctx=2048, seed=1234) as model:
+        yield model

@@ -1,0 +1,113 @@
+"""Threads, cancellation and Ctrl-C: nothing hangs, nothing crashes, the engine stays usable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from llamacpp_integrations import Llama
+
+pytestmark = pytest.mark.timeout(300)  # a hang here means deadlock
+
+
+def text_of(out: object) -> str:
+    assert isinstance(out, dict)
+    return str(out["choices"][0]["text"])
+
+
+def test_many_threads_share_one_llama(llm: Llama) -> None:
+    prompts = [f"Fact number {i}: the" for i in range(8)]
+    alone = {p: text_of(llm(p, max_tokens=12, temperature=0)) for p in prompts}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(
+            pool.map(lambda p: text_of(llm(p, max_tokens=12, temperature=0)), prompts * 2)
+        )
+    assert together == [alone[p] for p in prompts * 2]
+
+
+def test_other_python_threads_run_during_generation(llm: Llama) -> None:
+    ticks = 0
+    stop = threading.Event()
+
+    def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            time.sleep(0.001)
+
+    t = threading.Thread(target=ticker)
+    t.start()
+    started = time.perf_counter()
+    llm("Write a long poem about the sea.", max_tokens=96, temperature=0, ignore_eos=True)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    t.join()
+    # a thread sleeping 1 ms per tick managed at least a third of the ticks it could
+    assert ticks >= elapsed / 0.001 / 3
+
+
+def test_closing_a_stream_cancels_it_and_frees_the_engine(llm: Llama) -> None:
+    stream = llm(
+        "Tell me everything about the ocean.", max_tokens=2000, ignore_eos=True, stream=True
+    )
+    first = next(stream)
+    assert first["choices"][0]["text"] is not None
+    stream.close()
+    assert list(stream) == []
+    out = llm("Hello", max_tokens=2, temperature=0)
+    assert out["usage"]["completion_tokens"] >= 1
+
+
+def test_exception_in_the_consumer_cancels_the_stream(llm: Llama) -> None:
+    with pytest.raises(ValueError, match="consumer failed"):
+        with llm("Count to a thousand:", max_tokens=2000, ignore_eos=True, stream=True) as stream:
+            for _ in stream:
+                raise ValueError("consumer failed")
+    # the 2000-token generation did not keep the worker busy
+    started = time.perf_counter()
+    llm("Hello", max_tokens=2, temperature=0)
+    assert time.perf_counter() - started < 30
+
+
+def test_dropping_a_stream_cancels_it(llm: Llama) -> None:
+    stream = llm("Write forever:", max_tokens=2000, ignore_eos=True, stream=True)
+    next(stream)
+    del stream
+    out = llm("Hello", max_tokens=2, temperature=0)
+    assert out["usage"]["completion_tokens"] >= 1
+
+
+def test_cancelling_a_long_prompt_stops_inside_the_prompt(model_path: str) -> None:
+    with Llama(model_path=model_path, n_ctx=4096, n_batch=4096, n_ubatch=512) as big:
+        tokens = big.tokenize("The quick brown fox jumps over the lazy dog. " * 300)[:4000]
+        engine = big.native_engine
+        request = engine.submit(tokens, big.sampling_params(temperature=0), max_tokens=4)
+        time.sleep(0.2)
+        request.cancel()
+        result = request.result()
+        assert result.finish_reason == "cancelled"
+        # the single 4000-token decode call was aborted part-way: the cache holds a prefix only
+        cached = len(engine.cached_tokens())
+        assert cached < len(tokens)
+        out = big("Hello", max_tokens=2, temperature=0)
+        assert out["usage"]["completion_tokens"] >= 1
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="needs the main thread"
+)
+def test_ctrl_c_interrupts_generation(llm: Llama) -> None:
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        llm("Write a very long essay.", max_tokens=5000, ignore_eos=True)
+    assert time.perf_counter() - started < 60
+    timer.join()
+    out = llm("Hello", max_tokens=2, temperature=0)
+    assert out["usage"]["completion_tokens"] >= 1

@@ -1,0 +1,161 @@
+"""Every bad input gets a clear Python exception, and the engine stays usable afterwards."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llamacpp_integrations import (
+    ContextWindowExceededError,
+    EngineClosedError,
+    GrammarError,
+    InvalidParameterError,
+    Llama,
+    ModelLoadError,
+)
+
+
+def still_works(llm: Llama) -> None:
+    out = llm("Hello", max_tokens=2, temperature=0)
+    assert isinstance(out, dict) and out["usage"]["completion_tokens"] >= 1
+
+
+def test_truncated_gguf(model_path: str, tmp_path: Path) -> None:
+    p = tmp_path / "truncated.gguf"
+    with open(model_path, "rb") as src:
+        p.write_bytes(src.read(5_000_000))
+    with pytest.raises(ModelLoadError, match="not within the file bounds|corrupted|incomplete"):
+        Llama(model_path=str(p))
+
+
+def test_invalid_grammar(llm: Llama) -> None:
+    with pytest.raises(GrammarError) as info:
+        llm("x", max_tokens=2, grammar='root ::= "a" | undefined-rule')
+    assert "undefined-rule" in str(info.value)
+    with pytest.raises(GrammarError):
+        llm("x", max_tokens=2, grammar="root ::= (")
+    still_works(llm)
+
+
+def test_prompt_longer_than_the_context(model_path: str) -> None:
+    with Llama(model_path=model_path, n_ctx=64) as small:
+        assert small.n_ctx() == 256  # llama.cpp rounds the context up to a multiple of 256
+        with pytest.raises(ContextWindowExceededError, match="context window"):
+            small("word " * 400, max_tokens=4)
+        still_works(small)
+
+
+def test_generation_stops_at_the_end_of_the_context(model_path: str) -> None:
+    with Llama(model_path=model_path, n_ctx=64) as small:
+        out = small("Tell me a long story.", max_tokens=500, temperature=0, ignore_eos=True)
+        assert out["choices"][0]["finish_reason"] == "length"
+        assert out["usage"]["total_tokens"] <= small.n_ctx() + 1
+
+
+def test_empty_prompt(llm: Llama) -> None:
+    with pytest.raises(InvalidParameterError, match="empty"):
+        llm("", max_tokens=2)
+    with pytest.raises(InvalidParameterError, match="empty"):
+        llm([], max_tokens=2)
+
+
+@pytest.mark.parametrize("token", [-1, 49152, 10**9])
+def test_token_ids_out_of_range(llm: Llama, token: int) -> None:
+    with pytest.raises(InvalidParameterError, match="out of range"):
+        llm([1, token], max_tokens=2)
+    with pytest.raises(InvalidParameterError, match="out of range"):
+        llm.detokenize([token])
+    with pytest.raises(InvalidParameterError, match="out of range"):
+        llm("x", max_tokens=2, logit_bias={token: 1.0})
+    still_works(llm)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"top_p": 2.0}, "top_p"),
+        ({"min_p": -0.5}, "min_p"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"repeat_penalty": 0.0}, "repeat_penalty"),
+        ({"mirostat_mode": 5}, "mirostat"),
+        ({"logprobs": -3}, "logprobs"),
+        ({"stop": [3]}, "stop"),
+    ],
+)
+def test_bad_sampling_values(llm: Llama, kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(InvalidParameterError, match=match):
+        llm("x", max_tokens=2, **kwargs)  # type: ignore[arg-type]
+
+
+def test_unknown_call_keyword(llm: Llama) -> None:
+    with pytest.raises(TypeError, match="max_token"):
+        llm("x", max_token=2)
+
+
+def test_missing_grammar_file(llm: Llama, tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameterError, match="grammar_path"):
+        llm("x", grammar_path=tmp_path / "missing.gbnf")
+
+
+def test_suffix_without_fim_tokens(llm: Llama) -> None:
+    with pytest.raises(InvalidParameterError, match="fill-in-the-middle"):
+        llm("def f(", suffix="return x", max_tokens=4)
+
+
+def test_use_after_close(model_path: str) -> None:
+    llm = Llama(model_path=model_path, n_ctx=128)
+    llm.close()
+    llm.close()  # idempotent
+    with pytest.raises(EngineClosedError):
+        llm("x", max_tokens=2)
+
+
+def test_vocab_only_model_cannot_generate(model_path: str) -> None:
+    with Llama(model_path=model_path, vocab_only=True) as vocab:
+        assert vocab.tokenize("hello", add_bos=False)
+        with pytest.raises(InvalidParameterError, match="vocab_only"):
+            vocab("hello", max_tokens=2)
+
+
+def test_corrupt_state(llm: Llama) -> None:
+    with pytest.raises(InvalidParameterError):
+        llm.load_state(b"not a state")
+    with pytest.raises(InvalidParameterError):
+        llm.load_state(llm.save_state()[:100])
+    still_works(llm)
+
+
+def test_progress_callback_can_cancel_and_raise(model_path: str) -> None:
+    seen: list[float] = []
+
+    def cancel(p: float) -> bool:
+        seen.append(p)
+        return False
+
+    with pytest.raises(ModelLoadError, match="cancelled"):
+        Llama(model_path=model_path, progress_callback=cancel)
+    assert seen
+
+    def boom(p: float) -> bool:
+        raise RuntimeError("stop loading")
+
+    with pytest.raises(RuntimeError, match="stop loading"):
+        Llama(model_path=model_path, progress_callback=boom)
+
+
+def test_progress_callback_reports_completion(model_path: str) -> None:
+    seen: list[float] = []
+    with Llama(model_path=model_path, n_ctx=128, progress_callback=seen.append):
+        pass
+    assert seen and seen[-1] == pytest.approx(1.0)
+
+
+def test_unreadable_lora(model_path: str, tmp_path: Path) -> None:
+    bad = tmp_path / "adapter.gguf"
+    shutil.copy(__file__, bad)
+    with pytest.raises(ModelLoadError, match="LoRA"):
+        Llama(model_path=model_path, lora_path=str(bad))
+    with pytest.raises(ModelLoadError, match="LoRA adapter file not found"):
+        Llama(model_path=model_path, lora_path=str(tmp_path / "missing.gguf"))

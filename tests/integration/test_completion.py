@@ -121,7 +121,9 @@ def test_logprobs(llm: Llama) -> None:
         == n
     )
     assert "".join(lp["tokens"]) == text_of(out)
-    for token, logprob, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]):
+    for token, logprob, top in zip(
+        lp["tokens"], lp["token_logprobs"], lp["top_logprobs"], strict=True
+    ):
         assert logprob is not None and logprob <= 0.0
         assert top is not None and 1 <= len(top) <= 3
         # greedy: the chosen token is the most likely one

@@ -64,10 +64,10 @@ def test_closing_a_stream_cancels_it_and_frees_the_engine(llm: Llama) -> None:
 
 
 def test_exception_in_the_consumer_cancels_the_stream(llm: Llama) -> None:
-    with pytest.raises(ValueError, match="consumer failed"):
-        with llm("Count to a thousand:", max_tokens=2000, ignore_eos=True, stream=True) as stream:
-            for _ in stream:
-                raise ValueError("consumer failed")
+    stream = llm("Count to a thousand:", max_tokens=2000, ignore_eos=True, stream=True)
+    with pytest.raises(ValueError, match="consumer failed"), stream:
+        for _ in stream:
+            raise ValueError("consumer failed")
     # the 2000-token generation did not keep the worker busy
     started = time.perf_counter()
     llm("Hello", max_tokens=2, temperature=0)

@@ -26,7 +26,7 @@ def test_truncated_gguf(model_path: str, tmp_path: Path) -> None:
     p = tmp_path / "truncated.gguf"
     with open(model_path, "rb") as src:
         p.write_bytes(src.read(5_000_000))
-    with pytest.raises(ModelLoadError, match="not within the file bounds|corrupted|incomplete"):
+    with pytest.raises(ModelLoadError, match=r"not within the file bounds|corrupted|incomplete"):
         Llama(model_path=str(p))
 
 

@@ -111,6 +111,9 @@ void grammar_check(const model & m, const std::string & grammar) {
         while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) {
             why.pop_back();
         }
+        if (why.size() >= 3 && why.compare(why.size() - 3, 3, " at") == 0) {
+            why += " the end of the grammar";
+        }
         if (why.empty()) {
             why = capture.text();
         }

@@ -1,0 +1,368 @@
+"""
+Native llama.cpp engine of llamacpp_integrations (private; use llamacpp_integrations.Llama)
+"""
+
+from collections.abc import Callable, Sequence
+
+def set_log_level(min_level: int) -> None:
+    """
+    Forward llama.cpp log lines at or above min_level (1 debug, 2 info, 3 warn, 4 error) to the 'llamacpp_integrations' logger; 0 silences llama.cpp entirely (the default).
+    """
+
+def get_log_level() -> int:
+    """The level set by set_log_level."""
+
+class Model:
+    """A loaded GGUF model (weights, vocabulary, metadata)."""
+
+    @staticmethod
+    def load(
+        path: str,
+        n_gpu_layers: int = 0,
+        main_gpu: int = 0,
+        tensor_split: Sequence[float] = [],
+        use_mmap: bool = True,
+        use_mlock: bool = False,
+        vocab_only: bool = False,
+        check_tensors: bool = False,
+        lora: Sequence[tuple[str, float]] = [],
+        progress: Callable[[float], bool | None] | None = None,
+    ) -> Model:
+        """
+        Loads a GGUF file. progress(fraction) may return False to cancel; its exceptions propagate.
+        """
+
+    @property
+    def n_vocab(self) -> int: ...
+    @property
+    def token_bos(self) -> int: ...
+    @property
+    def token_eos(self) -> int: ...
+    @property
+    def token_eot(self) -> int: ...
+    @property
+    def token_nl(self) -> int: ...
+    @property
+    def token_fim_pre(self) -> int: ...
+    @property
+    def token_fim_suf(self) -> int: ...
+    @property
+    def token_fim_mid(self) -> int: ...
+    @property
+    def add_bos(self) -> bool: ...
+    @property
+    def add_eos(self) -> bool: ...
+    def is_eog(self, token: int) -> bool: ...
+    def is_control(self, token: int) -> bool: ...
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
+        """UTF-8 text to token ids."""
+
+    def detokenize(
+        self, tokens: Sequence[int], remove_special: bool = False, unparse_special: bool = False
+    ) -> bytes:
+        """Token ids to bytes (a prefix may end inside a UTF-8 character)."""
+
+    def token_to_piece(self, token: int, special: bool = False) -> bytes: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def architecture(self) -> str: ...
+    @property
+    def n_ctx_train(self) -> int: ...
+    @property
+    def n_embd(self) -> int: ...
+    @property
+    def n_layer(self) -> int: ...
+    @property
+    def size(self) -> int:
+        """Size of the weights in bytes."""
+
+    @property
+    def n_params(self) -> int: ...
+    @property
+    def has_encoder(self) -> bool: ...
+    @property
+    def has_decoder(self) -> bool: ...
+    @property
+    def is_recurrent(self) -> bool: ...
+    @property
+    def vocab_only(self) -> bool: ...
+    @property
+    def path(self) -> str: ...
+    def metadata(self) -> dict[str, str]:
+        """The GGUF key/value pairs, values as strings."""
+
+    def chat_template(self, name: str = "") -> str:
+        """
+        The GGUF's chat template (a named one if name is given); '' when there is none.
+        """
+
+def system_info() -> str:
+    """llama.cpp's system info line (CPU features, BLAS, backends)."""
+
+def backend_names() -> list[str]:
+    """Names of the registered ggml backends."""
+
+def supports_gpu_offload() -> bool: ...
+def supports_mmap() -> bool: ...
+def supports_mlock() -> bool: ...
+def ggml_type_from_name(name: str) -> int:
+    """
+    The ggml_type id of a type name such as 'f16' or 'q8_0'; -1 if unknown.
+    """
+
+class SamplingParams:
+    """Sampler chain settings of one request."""
+
+    def __init__(self) -> None: ...
+    @property
+    def temperature(self) -> float: ...
+    @temperature.setter
+    def temperature(self, arg: float, /) -> None: ...
+    @property
+    def top_k(self) -> int: ...
+    @top_k.setter
+    def top_k(self, arg: int, /) -> None: ...
+    @property
+    def top_p(self) -> float: ...
+    @top_p.setter
+    def top_p(self, arg: float, /) -> None: ...
+    @property
+    def min_p(self) -> float: ...
+    @min_p.setter
+    def min_p(self, arg: float, /) -> None: ...
+    @property
+    def typical_p(self) -> float: ...
+    @typical_p.setter
+    def typical_p(self, arg: float, /) -> None: ...
+    @property
+    def repeat_penalty(self) -> float: ...
+    @repeat_penalty.setter
+    def repeat_penalty(self, arg: float, /) -> None: ...
+    @property
+    def frequency_penalty(self) -> float: ...
+    @frequency_penalty.setter
+    def frequency_penalty(self, arg: float, /) -> None: ...
+    @property
+    def presence_penalty(self) -> float: ...
+    @presence_penalty.setter
+    def presence_penalty(self, arg: float, /) -> None: ...
+    @property
+    def penalty_last_n(self) -> int: ...
+    @penalty_last_n.setter
+    def penalty_last_n(self, arg: int, /) -> None: ...
+    @property
+    def mirostat(self) -> int: ...
+    @mirostat.setter
+    def mirostat(self, arg: int, /) -> None: ...
+    @property
+    def mirostat_tau(self) -> float: ...
+    @mirostat_tau.setter
+    def mirostat_tau(self, arg: float, /) -> None: ...
+    @property
+    def mirostat_eta(self) -> float: ...
+    @mirostat_eta.setter
+    def mirostat_eta(self, arg: float, /) -> None: ...
+    @property
+    def seed(self) -> int: ...
+    @seed.setter
+    def seed(self, arg: int, /) -> None: ...
+    @property
+    def logit_bias(self) -> list[tuple[int, float]]: ...
+    @logit_bias.setter
+    def logit_bias(self, arg: Sequence[tuple[int, float]], /) -> None: ...
+    @property
+    def grammar(self) -> str: ...
+    @grammar.setter
+    def grammar(self, arg: str, /) -> None: ...
+    @property
+    def grammar_lazy(self) -> bool: ...
+    @grammar_lazy.setter
+    def grammar_lazy(self, arg: bool, /) -> None: ...
+    @property
+    def grammar_trigger_words(self) -> list[str]: ...
+    @grammar_trigger_words.setter
+    def grammar_trigger_words(self, arg: Sequence[str], /) -> None: ...
+    @property
+    def grammar_trigger_patterns(self) -> list[str]: ...
+    @grammar_trigger_patterns.setter
+    def grammar_trigger_patterns(self, arg: Sequence[str], /) -> None: ...
+    @property
+    def grammar_trigger_patterns_full(self) -> list[str]: ...
+    @grammar_trigger_patterns_full.setter
+    def grammar_trigger_patterns_full(self, arg: Sequence[str], /) -> None: ...
+    @property
+    def grammar_trigger_tokens(self) -> list[int]: ...
+    @grammar_trigger_tokens.setter
+    def grammar_trigger_tokens(self, arg: Sequence[int], /) -> None: ...
+    @property
+    def preserved_tokens(self) -> list[int]: ...
+    @preserved_tokens.setter
+    def preserved_tokens(self, arg: Sequence[int], /) -> None: ...
+    @property
+    def generation_prompt(self) -> str: ...
+    @generation_prompt.setter
+    def generation_prompt(self, arg: str, /) -> None: ...
+    @property
+    def grammar_is_output_format(self) -> bool: ...
+    @grammar_is_output_format.setter
+    def grammar_is_output_format(self, arg: bool, /) -> None: ...
+
+class TopLogprob:
+    @property
+    def token(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def logprob(self) -> float: ...
+
+class TokenLogprob:
+    @property
+    def token(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def logprob(self) -> float: ...
+    @property
+    def offset(self) -> int:
+        """Byte offset of the token's text in the completion."""
+
+    @property
+    def top(self) -> list[TopLogprob]:
+        """The most likely tokens at this position, best first."""
+
+class Timings:
+    @property
+    def prompt_ms(self) -> float: ...
+    @property
+    def eval_ms(self) -> float: ...
+    @property
+    def prompt_n(self) -> int: ...
+    @property
+    def eval_n(self) -> int: ...
+    @property
+    def decode_ms(self) -> float:
+        """Part of eval_ms spent inside llama_decode."""
+
+    @property
+    def sample_ms(self) -> float:
+        """Part of eval_ms spent in the sampler chain."""
+
+class CompletionResult:
+    @property
+    def text(self) -> str: ...
+    @property
+    def finish_reason(self) -> str: ...
+    @property
+    def stop_word(self) -> str: ...
+    @property
+    def tokens(self) -> list[int]: ...
+    @property
+    def n_prompt(self) -> int: ...
+    @property
+    def n_cached(self) -> int: ...
+    @property
+    def n_completion(self) -> int: ...
+    @property
+    def timings(self) -> Timings: ...
+    @property
+    def logprobs(self) -> list[TokenLogprob]: ...
+    @property
+    def prompt_logprobs(self) -> list[TokenLogprob]: ...
+
+class StreamEvent:
+    @property
+    def text(self) -> str: ...
+    @property
+    def logprobs(self) -> list[TokenLogprob]: ...
+
+class Request:
+    """A submitted completion: wait on it, read its events, cancel it."""
+
+    def wait(self, timeout: float = -1.0) -> bool:
+        """
+        Blocks (without the GIL) until an event or the end is available, at most timeout seconds (< 0: no limit). Returns whether something is available.
+        """
+
+    def next_event(self) -> StreamEvent | None:
+        """The next streamed event, or None."""
+
+    @property
+    def done(self) -> bool:
+        """True once finished and every event was read."""
+
+    def result(self) -> CompletionResult:
+        """
+        The final result (blocks until finished); raises the error the request failed with.
+        """
+
+    def cancel(self) -> None:
+        """Stops the request within one token (or one graph node)."""
+
+    @property
+    def cancelled(self) -> bool: ...
+
+class Engine:
+    """A llama context with its KV slots and decode worker."""
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n_ctx: int = 512,
+        n_batch: int = 512,
+        n_ubatch: int = 512,
+        n_seq_max: int = 1,
+        n_threads: int = -1,
+        n_threads_batch: int = -1,
+        flash_attn: int = -1,
+        type_k: int = -1,
+        type_v: int = -1,
+        embeddings: bool = False,
+        offload_kqv: bool = True,
+        rope_freq_base: float = 0.0,
+        rope_freq_scale: float = 0.0,
+    ) -> None: ...
+    def submit(
+        self,
+        prompt: Sequence[int],
+        sampling: SamplingParams,
+        *,
+        max_tokens: int = 16,
+        stop: Sequence[str] = [],
+        logprobs: int = -1,
+        prompt_logprobs: bool = False,
+        stream: bool = False,
+        ignore_eos: bool = False,
+    ) -> Request:
+        """
+        Validates and queues a completion; raises before queuing when something is wrong.
+        """
+
+    def reset(self) -> None:
+        """Forgets every cached token."""
+
+    def save_state(self) -> bytes: ...
+    def load_state(self, data: bytes) -> None: ...
+    def cached_tokens(self, slot: int = 0) -> list[int]: ...
+    def close(self) -> None:
+        """Stops the worker; pending requests fail with EngineClosedError."""
+
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def model(self) -> Model: ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def n_ctx_seq(self) -> int: ...
+    @property
+    def n_batch(self) -> int: ...
+    @property
+    def n_seq_max(self) -> int: ...
+    @property
+    def n_threads(self) -> int: ...
+    @property
+    def n_threads_batch(self) -> int: ...

@@ -10,3 +10,4 @@ void init_errors(nb::module_ & m);
 void init_log(nb::module_ & m);
 void init_model(nb::module_ & m);
 void init_engine(nb::module_ & m);
+void init_chat(nb::module_ & m);

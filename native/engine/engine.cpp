@@ -252,14 +252,21 @@ std::shared_ptr<request_state> engine::submit(completion_request req) {
         throw invalid_argument_error("logit_bias has more entries than the vocabulary");
     }
     auto rs = std::make_shared<request_state>(std::move(req));
+    sampling_params & sp = rs->req_.sampling;
     if (rs->req_.ignore_eos) {
-        for (llama_token t = 0; t < model_->n_vocab(); ++t) {
-            if (llama_vocab_is_eog(model_->vocab(), t)) {
-                rs->req_.sampling.logit_bias.emplace_back(t, -INFINITY);
-            }
+        for (llama_token t : model_->eog_tokens()) {
+            sp.logit_bias.emplace_back(t, -INFINITY);
         }
     }
-    rs->sampler_ = sampler_make(*model_, rs->req_.sampling, (int32_t) n_ctx_seq_);
+    rs->sampler_ = sampler_make(*model_, sp, (int32_t) n_ctx_seq_);
+    rs->greedy_ = sp.temperature <= 0.0f && sp.grammar.empty() && sp.mirostat == 0 && sp.repeat_penalty == 1.0f &&
+                  sp.frequency_penalty == 0.0f && sp.presence_penalty == 0.0f;
+    if (rs->greedy_ && !sp.logit_bias.empty()) {
+        rs->bias_.assign((size_t) model_->n_vocab(), 0.0f);
+        for (const auto & [token, bias] : sp.logit_bias) {
+            rs->bias_[(size_t) token] += bias;
+        }
+    }
     {
         std::lock_guard<std::mutex> lock(queue_mutex_);
         if (closed_) {
@@ -401,6 +408,35 @@ token_logprob engine::logprob_of(int32_t output_index, llama_token token, int32_
     return out;
 }
 
+llama_token engine::sample(request_state & rs, int32_t output_index) {
+    if (!rs.greedy_) {
+        const llama_token tok = common_sampler_sample(rs.sampler_.get(), ctx_.get(), output_index);
+        common_sampler_accept(rs.sampler_.get(), tok, true);
+        return tok;
+    }
+    const float * logits = llama_get_logits_ith(ctx_.get(), output_index);
+    const int32_t n = model_->n_vocab();
+    llama_token best = 0;
+    if (rs.bias_.empty()) {
+        for (int32_t i = 1; i < n; ++i) {
+            if (logits[i] > logits[best]) {
+                best = i;
+            }
+        }
+    } else {
+        const float * bias = rs.bias_.data();
+        float best_v = logits[0] + bias[0];
+        for (int32_t i = 1; i < n; ++i) {
+            const float v = logits[i] + bias[i];
+            if (v > best_v) {
+                best_v = v;
+                best = i;
+            }
+        }
+    }
+    return best;
+}
+
 void engine::run_request(request_state & rs) {
     const completion_request & req = rs.req_;
     common_sampler * smpl = rs.sampler_.get();
@@ -428,9 +464,12 @@ void engine::run_request(request_state & rs) {
     res.n_cached = (int32_t) n_keep;
 
     // the penalties look back over the prompt too
-    const size_t n_hist = std::min<size_t>(req.prompt.size(), (size_t) std::max(req.sampling.penalty_last_n, 64));
-    for (size_t i = req.prompt.size() - n_hist; i < req.prompt.size(); ++i) {
-        common_sampler_accept(smpl, req.prompt[i], false);
+    if (!rs.greedy_) {
+        const size_t n_hist =
+            std::min<size_t>(req.prompt.size(), (size_t) std::max(req.sampling.penalty_last_n, 64));
+        for (size_t i = req.prompt.size() - n_hist; i < req.prompt.size(); ++i) {
+            common_sampler_accept(smpl, req.prompt[i], false);
+        }
     }
 
     std::function<void(int32_t, size_t)> on_prompt_outputs;
@@ -478,8 +517,7 @@ void engine::run_request(request_state & rs) {
             break;
         }
         const auto t_sample = clock_type::now();
-        const llama_token tok = common_sampler_sample(smpl, ctx_.get(), idx);
-        common_sampler_accept(smpl, tok, true);
+        const llama_token tok = sample(rs, idx);
         res.time.sample_ms += ms_since(t_sample);
         res.n_completion++;
         res.tokens.push_back(tok);

@@ -123,6 +123,10 @@ private:
 
     completion_request req_;
     common_sampler_ptr sampler_;
+    // Greedy with no grammar, penalties or mirostat: the argmax of the (biased) logits is the
+    // whole sampler, so the chain and its 49k-entry candidate array are skipped.
+    bool greedy_ = false;
+    std::vector<float> bias_; // dense logit bias for the greedy path (empty: none)
     std::atomic<bool> cancelled_{false};
 
     mutable std::mutex mutex_;
@@ -187,6 +191,7 @@ private:
                         bool all_logits, const std::function<void(int32_t, size_t)> & on_outputs);
     void sync_slot_after_failure(slot & s);
     token_logprob logprob_of(int32_t output_index, llama_token token, int32_t top_n) const;
+    llama_token sample(request_state & rs, int32_t output_index);
     slot & choose_slot(const std::vector<llama_token> & prompt);
 
     std::shared_ptr<model> model_;

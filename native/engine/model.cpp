@@ -155,6 +155,17 @@ bool model::is_eog(llama_token token) const {
     return llama_vocab_is_eog(vocab_, token);
 }
 
+const std::vector<llama_token> & model::eog_tokens() const {
+    std::call_once(eog_once_, [this] {
+        for (llama_token t = 0; t < n_vocab(); ++t) {
+            if (llama_vocab_is_eog(vocab_, t)) {
+                eog_tokens_.push_back(t);
+            }
+        }
+    });
+    return eog_tokens_;
+}
+
 bool model::is_control(llama_token token) const {
     check_token(token);
     return llama_vocab_is_control(vocab_, token);

@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,8 @@ public:
     bool add_bos() const;
     bool add_eos() const;
     bool is_eog(llama_token token) const;
+    // Every end-of-generation token of the vocabulary (computed once).
+    const std::vector<llama_token> & eog_tokens() const;
     bool is_control(llama_token token) const;
     // Throws invalid_argument_error for ids outside [0, n_vocab).
     void check_token(llama_token token) const;
@@ -91,6 +94,8 @@ private:
     std::vector<llama_adapter_lora_ptr> lora_;
     std::vector<llama_adapter_lora *> lora_ptrs_;
     std::vector<float>                lora_scales_;
+    mutable std::once_flag            eog_once_;
+    mutable std::vector<llama_token>  eog_tokens_;
 };
 
 // Initializes the llama.cpp backends once per process.

@@ -2,7 +2,7 @@
 Native llama.cpp engine of llamacpp_integrations (private; use llamacpp_integrations.Llama)
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 def set_log_level(min_level: int) -> None:
     """
@@ -366,3 +366,128 @@ class Engine:
     def n_threads(self) -> int: ...
     @property
     def n_threads_batch(self) -> int: ...
+
+class ChatToolCall:
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def arguments(self) -> str:
+        """The arguments as JSON text."""
+
+class ChatMessage:
+    """A parsed assistant reply."""
+
+    @property
+    def content(self) -> str: ...
+    @property
+    def reasoning_content(self) -> str: ...
+    @property
+    def tool_calls(self) -> list[ChatToolCall]: ...
+
+class ChatDelta:
+    """One streamed change to the reply."""
+
+    @property
+    def content(self) -> str: ...
+    @property
+    def reasoning_content(self) -> str: ...
+    @property
+    def tool_index(self) -> int:
+        """-1 unless the delta belongs to a tool call."""
+
+    @property
+    def tool_id(self) -> str: ...
+    @property
+    def tool_name(self) -> str: ...
+    @property
+    def tool_arguments(self) -> str: ...
+
+class ChatStream:
+    """Turns the growing text of a reply into deltas."""
+
+    def update(self, text: str, is_partial: bool) -> list[ChatDelta]:
+        """
+        text is everything generated so far; returns what changed since the last call.
+        """
+
+    @property
+    def message(self) -> ChatMessage: ...
+
+class ChatPrompt:
+    """A rendered chat prompt with its grammar and parser."""
+
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def stops(self) -> list[str]: ...
+    @property
+    def format(self) -> str:
+        """llama.cpp's format name, or 'generic'."""
+
+    @property
+    def generic_tools(self) -> bool: ...
+    @property
+    def has_tools(self) -> bool: ...
+    @property
+    def grammar(self) -> str: ...
+    @property
+    def grammar_lazy(self) -> bool: ...
+    @property
+    def tool_choice_forced(self) -> bool: ...
+    def configure(self, model: Model, sampling: SamplingParams) -> None:
+        """
+        Puts the grammar, its triggers and preserved tokens into the sampling settings.
+        """
+
+    def parse(self, text: str, is_partial: bool = False) -> ChatMessage: ...
+    def stream(self) -> ChatStream:
+        """A fresh ChatStream for this prompt."""
+
+class ChatTemplates:
+    """The model's chat template (or an override)."""
+
+    def __init__(self, model: Model, template: str = "") -> None: ...
+    def apply(
+        self,
+        messages_json: str,
+        *,
+        tools_json: str = "",
+        tool_choice: str = "auto",
+        parallel_tool_calls: bool = True,
+        json_schema: str = "",
+        json_object: bool = False,
+        grammar: str = "",
+        add_generation_prompt: bool = True,
+        enable_thinking: bool = True,
+        parse_reasoning: bool = True,
+        template_kwargs: Mapping[str, str] = {},
+    ) -> ChatPrompt:
+        """
+        Renders OpenAI-shaped messages (JSON text) with the template; tools and response_format choose the grammar and the parser.
+        """
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def uses_jinja(self) -> bool: ...
+    @property
+    def fallback(self) -> str:
+        """
+        The built-in format chosen because the GGUF has no template ('' if it has one).
+        """
+
+    @property
+    def native_tool_calls(self) -> bool:
+        """
+        The template expresses tool calls itself (otherwise the generic protocol is used).
+        """
+
+    def capabilities(self) -> dict[str, bool]: ...
+
+def builtin_chat_formats() -> list[str]:
+    """Names accepted as chat_format."""
+
+def schema_to_grammar(schema_json: str) -> str:
+    """llama.cpp's JSON schema to GBNF converter; raises GrammarError."""

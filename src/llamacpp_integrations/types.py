@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from typing_extensions import NotRequired
 
 __all__ = [
+    "ChatChoice",
+    "ChatChunkChoice",
+    "ChatCompletionChunk",
+    "ChatCompletionResponse",
+    "ChatLogprobs",
+    "ChatMessageOut",
+    "ChatTokenLogprob",
+    "ChatTopLogprob",
     "CompletionChoice",
     "CompletionChunk",
     "CompletionLogprobs",
     "CompletionResponse",
     "PromptTokensDetails",
     "Timings",
+    "ToolCall",
+    "ToolCallFunction",
     "Usage",
 ]
 
@@ -72,5 +82,74 @@ class CompletionChunk(TypedDict):
     created: int
     model: str
     choices: list[CompletionChoice]
+    usage: NotRequired[Usage]
+    timings: NotRequired[Timings]
+
+
+class ToolCallFunction(TypedDict):
+    name: str
+    arguments: str
+
+
+class ToolCall(TypedDict):
+    id: str
+    type: Literal["function"]
+    function: ToolCallFunction
+
+
+class ChatMessageOut(TypedDict):
+    role: Literal["assistant"]
+    content: str | None
+    tool_calls: NotRequired[list[ToolCall]]
+    reasoning_content: NotRequired[str]
+
+
+class ChatTopLogprob(TypedDict):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(TypedDict):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[ChatTopLogprob]
+
+
+class ChatLogprobs(TypedDict):
+    content: list[ChatTokenLogprob]
+
+
+class ChatChoice(TypedDict):
+    index: int
+    message: ChatMessageOut
+    logprobs: ChatLogprobs | None
+    finish_reason: str | None
+
+
+class ChatCompletionResponse(TypedDict):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    timings: Timings
+
+
+class ChatChunkChoice(TypedDict):
+    index: int
+    delta: dict[str, Any]
+    logprobs: ChatLogprobs | None
+    finish_reason: str | None
+
+
+class ChatCompletionChunk(TypedDict):
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
     usage: NotRequired[Usage]
     timings: NotRequired[Timings]

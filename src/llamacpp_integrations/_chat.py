@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _core
-from ._completion import WAIT_SLICE_S, timings_of, usage_of
+from ._completion import RequestStream, timings_of, usage_of
 from .errors import InvalidParameterError
 from .types import (
     ChatCompletionChunk,
@@ -193,7 +193,7 @@ def chat_logprobs(entries: Sequence[_core.TokenLogprob]) -> ChatLogprobs:
     return {"content": content}
 
 
-class ChatCompletionStream(Iterator[ChatCompletionChunk]):
+class ChatCompletionStream(RequestStream[ChatCompletionChunk]):
     """Iterator of ``chat.completion.chunk`` deltas; closing it cancels the generation.
 
     Content, reasoning and tool-call deltas (index, id, name, argument fragments) reassemble to
@@ -210,7 +210,7 @@ class ChatCompletionStream(Iterator[ChatCompletionChunk]):
         model: str,
         logprobs: bool,
     ) -> None:
-        self._request = request
+        super().__init__(request)
         self._chat = chat
         self._parser = chat.prompt.stream()
         self._id, self._created, self._model = id, created, model
@@ -218,12 +218,7 @@ class ChatCompletionStream(Iterator[ChatCompletionChunk]):
         self._text = ""
         self._queue: list[ChatCompletionChunk] = [self._chunk({"role": "assistant", "content": ""})]
         self._done = False
-        self._finished = False
         self._saw_tool_call = False
-        self.result: _core.CompletionResult | None = None
-
-    def __iter__(self) -> ChatCompletionStream:
-        return self
 
     def _chunk(
         self,
@@ -267,55 +262,30 @@ class ChatCompletionStream(Iterator[ChatCompletionChunk]):
             self._queue.append(self._chunk({}, logprobs=logprobs))
 
     def _pump(self) -> None:
-        request = self._request
         while not self._queue and not self._done:
-            event = request.next_event()
+            event = self._next_event()
             if event is not None:
                 self._text += event.text
                 lp = chat_logprobs(event.logprobs) if self._logprobs and event.logprobs else None
                 self._deltas(self._parser.update(self._text, True), lp)
                 continue
-            if request.done:
-                self.result = request.result()
-                self._deltas(self._parser.update(self.result.text, False), None)
-                finish = "tool_calls" if self._saw_tool_call else self.result.finish_reason
-                last = self._chunk({}, finish)
-                last["usage"] = usage_of(self.result)
-                last["timings"] = timings_of(self.result)
-                self._queue.append(last)
-                self._done = True
-                break
-            request.wait(WAIT_SLICE_S)
+            assert self.result is not None
+            self._deltas(self._parser.update(self.result.text, False), None)
+            finish = "tool_calls" if self._saw_tool_call else self.result.finish_reason
+            last = self._chunk({}, finish)
+            last["usage"] = usage_of(self.result)
+            last["timings"] = timings_of(self.result)
+            self._queue.append(last)
+            self._done = True
 
     def __next__(self) -> ChatCompletionChunk:
         if self._finished:
             raise StopIteration
-        try:
-            self._pump()
-        except BaseException:
-            self.close()
-            raise
+        self._pump()
         if not self._queue:
             self._finished = True
             raise StopIteration
         return self._queue.pop(0)
-
-    def close(self) -> None:
-        """Stops generation; further iteration ends."""
-        if not self._finished:
-            self._finished = True
-            self._request.cancel()
-
-    def __enter__(self) -> ChatCompletionStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        request = getattr(self, "_request", None)
-        if request is not None and not getattr(self, "_finished", True):
-            request.cancel()
 
 
 def read_grammar(grammar: str | None, grammar_path: str | os.PathLike[str] | None) -> str | None:

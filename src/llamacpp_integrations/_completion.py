@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 from . import _core
 from .types import (
@@ -26,6 +27,8 @@ __all__ = [
 
 # How long a blocked call waits before giving Python a chance to deliver Ctrl-C.
 WAIT_SLICE_S = 0.05
+
+ChunkT = TypeVar("ChunkT")
 
 
 def wait_result(request: _core.Request) -> _core.CompletionResult:
@@ -145,24 +148,62 @@ def timings_of(result: _core.CompletionResult) -> Timings:
     }
 
 
-class CompletionStream(Iterator[CompletionChunk]):
-    """Iterator of ``text_completion`` chunks for ``stream=True``.
+class RequestStream(Iterator[ChunkT]):
+    """Base of the streaming iterators: waits for native events without blocking Ctrl-C, and
+    cancels the generation when closed (``close()``, a ``with`` block, or garbage collection),
+    within one token."""
 
-    Closing it (``close()``, leaving a ``with`` block, breaking out of a loop that then drops it,
-    or garbage collection) cancels the generation within one token.
-    """
+    def __init__(self, request: _core.Request) -> None:
+        self._request = request
+        self._finished = False
+        self.result: _core.CompletionResult | None = None
+        """The native result once the stream is exhausted (usage, timings, tokens)."""
+
+    def __iter__(self) -> RequestStream[ChunkT]:
+        return self
+
+    def _next_event(self) -> _core.StreamEvent | None:
+        """The next streamed event; None at the end, with ``self.result`` set."""
+        request = self._request
+        try:
+            while True:
+                event = request.next_event()
+                if event is not None:
+                    return event
+                if request.done:
+                    self.result = request.result()
+                    return None
+                request.wait(WAIT_SLICE_S)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stops generation; further iteration ends."""
+        if not self._finished:
+            self._finished = True
+            self._request.cancel()
+
+    def __enter__(self) -> RequestStream[ChunkT]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        request = getattr(self, "_request", None)
+        if request is not None and not getattr(self, "_finished", True):
+            request.cancel()
+
+
+class CompletionStream(RequestStream[CompletionChunk]):
+    """Iterator of ``text_completion`` chunks for ``stream=True``; closing it cancels."""
 
     def __init__(self, request: _core.Request, meta: ResponseMeta) -> None:
-        self._request = request
+        super().__init__(request)
         self._meta = meta
         self._pending_echo = bool(meta.echo_text)
-        self._finished = False
         self._text = b""
-        self.result: _core.CompletionResult | None = None
-        """The native result, once the stream is exhausted (usage, timings, tokens)."""
-
-    def __iter__(self) -> CompletionStream:
-        return self
 
     def _chunk(
         self, text: str, logprobs: CompletionLogprobs | None, finish_reason: str | None
@@ -183,42 +224,16 @@ class CompletionStream(Iterator[CompletionChunk]):
         if self._pending_echo:
             self._pending_echo = False
             return self._chunk(self._meta.echo_text, None, None)
-        request = self._request
-        try:
-            while True:
-                event = request.next_event()
-                if event is not None:
-                    self._text += event.text.encode()
-                    logprobs = None
-                    if self._meta.want_logprobs:
-                        logprobs = logprobs_block(event.logprobs, self._text, self._meta.echo_text)
-                    return self._chunk(event.text, logprobs, None)
-                if request.done:
-                    break
-                request.wait(WAIT_SLICE_S)
-            self.result = request.result()
-        except BaseException:
-            self.close()
-            raise
+        event = self._next_event()
+        if event is not None:
+            self._text += event.text.encode()
+            logprobs = None
+            if self._meta.want_logprobs:
+                logprobs = logprobs_block(event.logprobs, self._text, self._meta.echo_text)
+            return self._chunk(event.text, logprobs, None)
+        assert self.result is not None
         self._finished = True
         chunk = self._chunk("", None, self.result.finish_reason)
         chunk["usage"] = usage_of(self.result)
         chunk["timings"] = timings_of(self.result)
         return chunk
-
-    def close(self) -> None:
-        """Stops generation; further iteration ends."""
-        if not self._finished:
-            self._finished = True
-            self._request.cancel()
-
-    def __enter__(self) -> CompletionStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        request = getattr(self, "_request", None)
-        if request is not None and not getattr(self, "_finished", True):
-            request.cancel()

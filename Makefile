@@ -41,7 +41,7 @@ bench: ## benchmarks against llama-bench and llama-cpp-python (nothing else runn
 
 openblas: ## rebuild with OpenBLAS (needs libopenblas-dev) and run the tests
 	CMAKE_ARGS="-DGGML_BLAS=on -DGGML_BLAS_VENDOR=OpenBLAS" $(PIP) install $(DEV_FLAGS) -Cbuild-dir=build/openblas -e ".[test]"
-	$(PYTHON) -c "import llamacpp_integrations as l; print(l.system_info()); assert 'BLAS' in l.backends(), l.backends()"
+	$(PYTHON) -c "import llamacpp_integrations as l; print(l.system_info()); assert 'BLAS' in l.system_info(), l.backends()"
 	$(PYTHON) -m pytest
 
 clean: ## remove build output (the engine source cache in ~/.cache stays)

@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     path = default_model_path()
-    print(f"{'n_batch':>8} {'median ms':>10} {'max ms':>8} {'prompt done':>12}")
+    print(f"{'n_batch':>8} {'median ms':>10} {'max ms':>8} {'kept cached':>12}")
     for n_batch in (512, 2048, 4096):
         with Llama(model_path=path, n_ctx=4096, n_batch=n_batch, n_ubatch=min(n_batch, 512),
                    n_threads=args.threads) as llm:  # fmt: skip

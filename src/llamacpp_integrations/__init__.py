@@ -44,8 +44,9 @@ __all__ = [
 
 
 def system_info() -> str:
-    """llama.cpp's system info: CPU features and the compiled-in backends (BLAS, CUDA, Metal)."""
-    return _core.system_info()
+    """llama.cpp's system info (CPU features), followed by the backends compiled into this build,
+    e.g. ``... | BACKENDS = BLAS, CPU |`` after an OpenBLAS build."""
+    return f"{_core.system_info().rstrip()} BACKENDS = {', '.join(backends())} |"
 
 
 def backends() -> list[str]:

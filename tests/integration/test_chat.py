@@ -276,7 +276,7 @@ SCHEMAS: list[dict[str, Any]] = [
         },
         "required": ["person"],
     },
-    {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 4},
+    {"type": "array", "items": {"type": "string", "maxLength": 30}, "minItems": 2, "maxItems": 4},
     {
         "type": "object",
         "properties": {"color": {"enum": ["red", "green", "blue"]}},

@@ -15,6 +15,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from . import (
     CompletionStream,
@@ -25,7 +26,8 @@ from . import (
     default_model_path,
     system_info,
 )
-from .types import CompletionResponse
+from ._chat import ChatCompletionStream
+from .types import ChatCompletionResponse, CompletionResponse
 
 
 def _load(args: argparse.Namespace) -> Llama:
@@ -61,6 +63,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _complete(llm: Llama, prompt: str, **kwargs: object) -> CompletionResponse:
     out = llm(prompt, **kwargs)
     assert not isinstance(out, CompletionStream)
+    return out
+
+
+def _chat(llm: Llama, messages: list[dict[str, Any]], **kwargs: Any) -> ChatCompletionResponse:
+    out = llm.create_chat_completion(messages, temperature=0, **kwargs)
+    assert not isinstance(out, ChatCompletionStream)
     return out
 
 
@@ -113,17 +121,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if isinstance(timings, dict):
             print(f"   ({timings['predicted_per_second']:.0f} tokens/s)\n")
 
-        print("3. Prompt cache: the same prefix is not decoded twice:")
-        system = "Answer each question with one word.\n\n"
+        print("3. Chat with the model's own template; the shared prefix is not decoded twice:")
+        system = {
+            "role": "system",
+            "content": "You are a concise assistant. Answer in a few words.",
+        }
         for question in ("What colour is the sky?", "What colour is grass?"):
-            out = _complete(
-                llm, f"{system}Q: {question}\nA:", max_tokens=6, temperature=0, stop=["\n", "Q:"]
-            )
-            cached = out["usage"]["prompt_tokens_details"]["cached_tokens"]
-            answer = out["choices"][0]["text"].strip()
-            print(
-                f"   {question} -> {answer!r}  ({cached} of {out['usage']['prompt_tokens']} cached)"
-            )
+            reply = _chat(llm, [system, {"role": "user", "content": question}], max_tokens=16)
+            message = reply["choices"][0]["message"]
+            cached = reply["usage"]["prompt_tokens_details"]["cached_tokens"]
+            answer = (message["content"] or "").strip()
+            n_prompt = reply["usage"]["prompt_tokens"]
+            print(f"   {question} -> {answer!r}  ({cached} of {n_prompt} cached)")
         print()
 
         print("4. A grammar constrains the output:")
@@ -136,7 +145,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         print(f"   Is water wet? ->{out['choices'][0]['text']}\n")
 
-        print("5. Bad input is an exception, never a crash:")
+        print("5. Tool calling (the model's arguments always match the schema):")
+        weather = {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Get the current weather in a city.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+        reply = _chat(
+            llm,
+            [{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[weather],
+            tool_choice="required",
+            parallel_tool_calls=False,
+        )
+        for call in reply["choices"][0]["message"].get("tool_calls", []):
+            print(f"   {call['function']['name']}({call['function']['arguments']})")
+        print()
+
+        print("6. Bad input is an exception, never a crash:")
         try:
             llm("x", grammar="root ::= (")
         except LlamaError as e:

@@ -35,11 +35,13 @@ def test_demo(model_path: str) -> None:
     for section in (
         "1. Completion",
         "2. Streaming",
-        "3. Prompt cache",
+        "3. Chat",
         "4. A grammar",
-        "5. Bad input",
+        "5. Tool calling",
+        "6. Bad input",
     ):
         assert section in out.stdout
+    assert "get_weather(" in out.stdout
     assert "GrammarError" in out.stdout
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _core
-from ._completion import RequestStream, timings_of, usage_of
+from ._completion import RequestStream, timings_of, usage_of, wait_result
+from ._params import check_int, max_tokens_limit, sampling_kwargs, stop_list
 from .errors import InvalidParameterError
 from .types import (
     ChatCompletionChunk,
@@ -25,6 +28,7 @@ from .types import (
 )
 
 __all__ = [
+    "ChatCompletionMixin",
     "ChatCompletionStream",
     "ChatRequest",
     "chat_logprobs",
@@ -306,3 +310,155 @@ def read_grammar(grammar: str | None, grammar_path: str | os.PathLike[str] | Non
             raise InvalidParameterError("grammar must be a GBNF string")
         return text
     return None
+
+
+class ChatCompletionMixin:
+    """``Llama.create_chat_completion`` and the chat template it renders with."""
+
+    # provided by Llama
+    model_path: str
+    chat_format: str | None
+    chat_template: str | None
+    _chat_templates: _core.ChatTemplates | None = None
+    sampling_params: Callable[..., _core.SamplingParams]
+
+    def _require_engine(self) -> _core.Engine:
+        raise NotImplementedError
+
+    def _require_model(self) -> _core.Model:
+        raise NotImplementedError
+
+    @property
+    def chat_templates(self) -> _core.ChatTemplates:
+        """The chat template in use: ``chat_template``, else ``chat_format``, else the GGUF's
+        own template, else ChatML for a model without one."""
+        templates = self._chat_templates
+        if templates is None:
+            override = self.chat_template or self.chat_format or ""
+            templates = _core.ChatTemplates(self._require_model(), override)
+            self._chat_templates = templates
+        return templates
+
+    def create_chat_completion(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        functions: Sequence[Mapping[str, Any]] | None = None,
+        function_call: Any = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        temperature: float = 0.2,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        stream: bool = False,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        model: str | None = None,
+        logit_bias: Mapping[int, float] | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        grammar: str | None = None,
+        grammar_path: str | os.PathLike[str] | None = None,
+        parallel_tool_calls: bool = True,
+        reasoning_format: str = "auto",
+        enable_thinking: bool = True,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        ignore_eos: bool = False,
+    ) -> ChatCompletionResponse | ChatCompletionStream:
+        """Generates the assistant's reply to OpenAI-shaped messages (``chat.completion``).
+
+        The prompt is rendered with the model's own chat template. With ``tools``, the model
+        decides whether to call one (``tool_choice="auto"``), must call one (``"required"``, or
+        ``{"type": "function", "function": {"name": ...}}`` for a given one), or may not
+        (``"none"``). Templates that know a tool-call format (Hermes, Llama 3.x, Qwen, Mistral,
+        Functionary, ...) use it; any other model uses a generic JSON protocol. A called tool's
+        arguments always validate against its parameter schema, and
+        ``response_format={"type": "json_schema", ...}`` output always parses and validates:
+        both are grammar-constrained.
+
+        Args:
+            messages: ``[{"role": "system" | "user" | "assistant" | "tool", "content": ...}]``;
+                assistant messages may carry ``tool_calls``, tool messages ``tool_call_id``.
+            functions: Legacy OpenAI functions (become tools).
+            function_call: Legacy form of ``tool_choice``.
+            tools: OpenAI tools ``[{"type": "function", "function": {"name", "description",
+                "parameters"}}]``.
+            tool_choice: "auto", "none", "required", or a named function.
+            parallel_tool_calls: Allow several calls in one reply.
+            response_format: ``{"type": "json_object"}`` or ``{"type": "json_schema",
+                "json_schema": {"schema": {...}}}``.
+            grammar: A GBNF grammar for the reply (not with tools or response_format).
+            grammar_path: A .gbnf file with the grammar.
+            reasoning_format: "auto" returns ``<think>`` content separately as
+                ``reasoning_content``; "none" leaves it in the content.
+            enable_thinking: Ask templates that support it to think (or not).
+            chat_template_kwargs: Extra variables for the Jinja template.
+            logprobs: Return the log-probability of each token.
+            top_logprobs: How many alternatives to return per token (with ``logprobs``).
+            stream: Return an iterator of ``chat.completion.chunk`` deltas.
+            temperature, top_p, top_k, min_p, typical_p, repeat_penalty, presence_penalty,
+            frequency_penalty, mirostat_mode, mirostat_tau, mirostat_eta, seed, logit_bias,
+            stop, max_tokens, ignore_eos, model: As in :meth:`create_completion`.
+
+        Raises:
+            InvalidParameterError: Malformed messages, an unknown role, a tool_choice naming a
+                tool that was not given, conflicting options.
+            GrammarError: A grammar or JSON schema that does not parse.
+            ContextWindowExceededError: The messages do not fit in the context.
+        """
+        engine = self._require_engine()
+        if reasoning_format not in ("auto", "none", "deepseek"):
+            raise InvalidParameterError(
+                f"reasoning_format must be 'auto' or 'none', not {reasoning_format!r}"
+            )
+        all_tools = normalize_tools(tools, functions)
+        choice = normalize_tool_choice(tool_choice, function_call, bool(all_tools))
+        chat = ChatRequest(
+            self.chat_templates,
+            self._require_model(),
+            messages,
+            tools=all_tools,
+            tool_choice=choice,
+            parallel_tool_calls=bool(parallel_tool_calls),
+            response_format=response_format,
+            grammar=read_grammar(grammar, grammar_path),
+            enable_thinking=enable_thinking,
+            parse_reasoning=reasoning_format != "none",
+            template_kwargs=chat_template_kwargs,
+        )
+        sampling = self.sampling_params(**sampling_kwargs(locals()))
+        chat.prompt.configure(self._require_model(), sampling)
+        n_logprobs = -1
+        if logprobs:
+            n_logprobs = 0 if top_logprobs is None else check_int(top_logprobs, "top_logprobs", 0)
+        request = engine.submit(
+            chat.tokens,
+            sampling,
+            max_tokens=max_tokens_limit(max_tokens),
+            stop=[*stop_list(stop), *chat.prompt.stops],
+            logprobs=n_logprobs,
+            stream=stream,
+            ignore_eos=ignore_eos,
+        )
+        response_id, created, name = (
+            f"chatcmpl-{uuid.uuid4()}",
+            int(time.time()),
+            model or self.model_path,
+        )
+        if stream:
+            return ChatCompletionStream(
+                request, chat, id=response_id, created=created, model=name, logprobs=bool(logprobs)
+            )
+        result = wait_result(request)
+        return chat.response(
+            result, id=response_id, created=created, model=name, logprobs=bool(logprobs)
+        )

@@ -11,25 +11,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
-import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _core
-from ._chat import (
-    ChatCompletionStream,
-    ChatRequest,
-    normalize_tool_choice,
-    normalize_tools,
-    read_grammar,
-)
+from ._chat import ChatCompletionMixin, read_grammar
 from ._completion import CompletionStream, ResponseMeta, wait_result
+from ._params import (
+    check_int,
+    enable_verbose_logging,
+    kv_type,
+    load_shared_model,
+    max_tokens_limit,
+    sampling_kwargs,
+    stop_list,
+)
 from .errors import EngineClosedError, InvalidParameterError
-from .types import ChatCompletionResponse, CompletionResponse
+from .types import CompletionResponse
 
 __all__ = ["LLAMA_DEFAULT_SEED", "CompletionStream", "Llama"]
 
@@ -38,61 +38,8 @@ LLAMA_DEFAULT_SEED = 0xFFFFFFFF
 
 logger = logging.getLogger("llamacpp_integrations")
 
-ModelKey = tuple[Any, ...]
-_models: weakref.WeakValueDictionary[ModelKey, _core.Model] = weakref.WeakValueDictionary()
-_models_lock = threading.Lock()
 
-
-def _load_shared_model(key: ModelKey, load: Callable[[], _core.Model]) -> _core.Model:
-    """Returns the loaded model for ``key``, loading it once however many ``Llama`` share it."""
-    with _models_lock:
-        model = _models.get(key)
-        if model is None:
-            model = load()
-            _models[key] = model
-        return model
-
-
-def _kv_type(value: int | str | None, name: str) -> int:
-    if value is None:
-        return -1
-    if isinstance(value, bool):
-        raise InvalidParameterError(
-            f"{name} must be a ggml type name such as 'f16' or 'q8_0', or its id"
-        )
-    if isinstance(value, int):
-        return value
-    type_id = _core.ggml_type_from_name(str(value).lower())
-    if type_id < 0:
-        raise InvalidParameterError(
-            f"{name}={value!r} is not a ggml type (try 'f16', 'q8_0' or 'q4_0')"
-        )
-    return type_id
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidParameterError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise InvalidParameterError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _stop_list(stop: str | Sequence[str] | None) -> list[str]:
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        return [stop] if stop else []
-    out = []
-    for s in stop:
-        if not isinstance(s, str):
-            raise InvalidParameterError(f"stop strings must be str, got {s!r}")
-        if s:
-            out.append(s)
-    return out
-
-
-class Llama:
+class Llama(ChatCompletionMixin):
     """A GGUF model running in-process on llama.cpp.
 
     The constructor takes llama-cpp-python's parameter names. Unlike llama-cpp-python, an unknown
@@ -176,29 +123,29 @@ class Llama:
     ) -> None:
         self._closed = True  # until fully constructed: close() and __del__ must be safe
         if verbose:
-            _enable_verbose_logging()
+            enable_verbose_logging()
         self.model_path = os.fspath(model_path)
         self.verbose = verbose
         self.chat_format = chat_format
         self.chat_template = chat_template
         self.lora_base = lora_base
-        self.last_n_tokens_size = _check_int(last_n_tokens_size, "last_n_tokens_size", -1)
+        self.last_n_tokens_size = check_int(last_n_tokens_size, "last_n_tokens_size", -1)
         self.seed = int(seed)
-        _check_int(n_ctx, "n_ctx", 0)
-        _check_int(n_batch, "n_batch", 1)
-        _check_int(n_ubatch, "n_ubatch", 1)
-        _check_int(n_seq_max, "n_seq_max", 1)
-        _check_int(n_gpu_layers, "n_gpu_layers", -1)
+        check_int(n_ctx, "n_ctx", 0)
+        check_int(n_batch, "n_batch", 1)
+        check_int(n_ubatch, "n_ubatch", 1)
+        check_int(n_seq_max, "n_seq_max", 1)
+        check_int(n_gpu_layers, "n_gpu_layers", -1)
         if n_threads is not None:
-            _check_int(n_threads, "n_threads", 1)
+            check_int(n_threads, "n_threads", 1)
         if n_threads_batch is not None:
-            _check_int(n_threads_batch, "n_threads_batch", 1)
+            check_int(n_threads_batch, "n_threads_batch", 1)
         if not f16_kv and type_k is None:
             type_k = "f32"
         if not f16_kv and type_v is None:
             type_v = "f32"
-        type_k_id = _kv_type(type_k, "type_k")
-        type_v_id = _kv_type(type_v, "type_v")
+        type_k_id = kv_type(type_k, "type_k")
+        type_v_id = kv_type(type_v, "type_v")
         lora = [(os.fspath(lora_path), float(lora_scale))] if lora_path else []
         split = [float(x) for x in tensor_split] if tensor_split else []
 
@@ -235,7 +182,7 @@ class Llama:
                 progress=progress_callback,
             )
 
-        self._model = _load_shared_model(key, load) if progress_callback is None else load()
+        self._model = load_shared_model(key, load) if progress_callback is None else load()
         self._engine: _core.Engine | None = None
         if not vocab_only:
             self._engine = _core.Engine(
@@ -504,31 +451,16 @@ class Llama:
         engine = self._require_engine()
         tokens = self._prompt_tokens(prompt, suffix)
         sampling = self.sampling_params(
-            temperature=temperature,
-            top_p=top_p,
-            min_p=min_p,
-            typical_p=typical_p,
-            top_k=top_k,
-            repeat_penalty=repeat_penalty,
-            frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty,
-            mirostat_mode=mirostat_mode,
-            mirostat_tau=mirostat_tau,
-            mirostat_eta=mirostat_eta,
-            seed=seed,
-            logit_bias=logit_bias,
-            grammar=grammar,
-            grammar_path=grammar_path,
+            **sampling_kwargs(locals()), grammar=grammar, grammar_path=grammar_path
         )
         if logprobs is not None:
-            _check_int(logprobs, "logprobs", 0)
+            check_int(logprobs, "logprobs", 0)
         n_logprobs = -1 if logprobs is None else logprobs
-        limit = -1 if max_tokens is None or max_tokens <= 0 else int(max_tokens)
         request = engine.submit(
             tokens,
             sampling,
-            max_tokens=limit,
-            stop=_stop_list(stop),
+            max_tokens=max_tokens_limit(max_tokens),
+            stop=stop_list(stop),
             logprobs=n_logprobs,
             prompt_logprobs=echo and logprobs is not None,
             stream=stream,
@@ -551,165 +483,6 @@ class Llama:
         """Same as :meth:`create_completion`."""
         return self.create_completion(prompt, *args, **kwargs)
 
-    # ------------------------------------------------------------------ chat
-
-    @property
-    def chat_templates(self) -> _core.ChatTemplates:
-        """The chat template in use: ``chat_template``, else ``chat_format``, else the GGUF's
-        own template, else ChatML for a model without one."""
-        if self._chat_templates is None:
-            override = self.chat_template or self.chat_format or ""
-            self._chat_templates = _core.ChatTemplates(self._require_model(), override)
-        return self._chat_templates
-
-    def create_chat_completion(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        functions: Sequence[Mapping[str, Any]] | None = None,
-        function_call: Any = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: Any = None,
-        temperature: float = 0.2,
-        top_p: float = 0.95,
-        top_k: int = 40,
-        min_p: float = 0.05,
-        typical_p: float = 1.0,
-        stream: bool = False,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        max_tokens: int | None = None,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        repeat_penalty: float = 1.0,
-        mirostat_mode: int = 0,
-        mirostat_tau: float = 5.0,
-        mirostat_eta: float = 0.1,
-        model: str | None = None,
-        logit_bias: Mapping[int, float] | None = None,
-        logprobs: bool | None = None,
-        top_logprobs: int | None = None,
-        grammar: str | None = None,
-        grammar_path: str | os.PathLike[str] | None = None,
-        parallel_tool_calls: bool = True,
-        reasoning_format: str = "auto",
-        enable_thinking: bool = True,
-        chat_template_kwargs: Mapping[str, Any] | None = None,
-        ignore_eos: bool = False,
-    ) -> ChatCompletionResponse | ChatCompletionStream:
-        """Generates the assistant's reply to OpenAI-shaped messages (``chat.completion``).
-
-        The prompt is rendered with the model's own chat template. With ``tools``, the model
-        decides whether to call one (``tool_choice="auto"``), must call one (``"required"``, or
-        ``{"type": "function", "function": {"name": ...}}`` for a given one), or may not
-        (``"none"``). Templates that know a tool-call format (Hermes, Llama 3.x, Qwen, Mistral,
-        Functionary, ...) use it; any other model uses a generic JSON protocol. A called tool's
-        arguments always validate against its parameter schema, and
-        ``response_format={"type": "json_schema", ...}`` output always parses and validates:
-        both are grammar-constrained.
-
-        Args:
-            messages: ``[{"role": "system" | "user" | "assistant" | "tool", "content": ...}]``;
-                assistant messages may carry ``tool_calls``, tool messages ``tool_call_id``.
-            functions: Legacy OpenAI functions (become tools).
-            function_call: Legacy form of ``tool_choice``.
-            tools: OpenAI tools ``[{"type": "function", "function": {"name", "description",
-                "parameters"}}]``.
-            tool_choice: "auto", "none", "required", or a named function.
-            parallel_tool_calls: Allow several calls in one reply.
-            response_format: ``{"type": "json_object"}`` or ``{"type": "json_schema",
-                "json_schema": {"schema": {...}}}``.
-            grammar: A GBNF grammar for the reply (not with tools or response_format).
-            grammar_path: A .gbnf file with the grammar.
-            reasoning_format: "auto" returns ``<think>`` content separately as
-                ``reasoning_content``; "none" leaves it in the content.
-            enable_thinking: Ask templates that support it to think (or not).
-            chat_template_kwargs: Extra variables for the Jinja template.
-            logprobs: Return the log-probability of each token.
-            top_logprobs: How many alternatives to return per token (with ``logprobs``).
-            stream: Return an iterator of ``chat.completion.chunk`` deltas.
-            temperature, top_p, top_k, min_p, typical_p, repeat_penalty, presence_penalty,
-            frequency_penalty, mirostat_mode, mirostat_tau, mirostat_eta, seed, logit_bias,
-            stop, max_tokens, ignore_eos, model: As in :meth:`create_completion`.
-
-        Raises:
-            InvalidParameterError: Malformed messages, an unknown role, a tool_choice naming a
-                tool that was not given, conflicting options.
-            GrammarError: A grammar or JSON schema that does not parse.
-            ContextWindowExceededError: The messages do not fit in the context.
-        """
-        engine = self._require_engine()
-        if reasoning_format not in ("auto", "none", "deepseek"):
-            raise InvalidParameterError(
-                f"reasoning_format must be 'auto' or 'none', not {reasoning_format!r}"
-            )
-        all_tools = normalize_tools(tools, functions)
-        choice = normalize_tool_choice(tool_choice, function_call, bool(all_tools))
-        chat = ChatRequest(
-            self.chat_templates,
-            self._require_model(),
-            messages,
-            tools=all_tools,
-            tool_choice=choice,
-            parallel_tool_calls=bool(parallel_tool_calls),
-            response_format=response_format,
-            grammar=read_grammar(grammar, grammar_path),
-            enable_thinking=enable_thinking,
-            parse_reasoning=reasoning_format != "none",
-            template_kwargs=chat_template_kwargs,
-        )
-        sampling = self.sampling_params(
-            temperature=temperature,
-            top_p=top_p,
-            min_p=min_p,
-            typical_p=typical_p,
-            top_k=top_k,
-            repeat_penalty=repeat_penalty,
-            frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty,
-            mirostat_mode=mirostat_mode,
-            mirostat_tau=mirostat_tau,
-            mirostat_eta=mirostat_eta,
-            seed=seed,
-            logit_bias=logit_bias,
-        )
-        chat.prompt.configure(self._require_model(), sampling)
-        n_logprobs = -1
-        if logprobs:
-            n_logprobs = 0 if top_logprobs is None else _check_int(top_logprobs, "top_logprobs", 0)
-        limit = -1 if max_tokens is None or max_tokens <= 0 else int(max_tokens)
-        request = engine.submit(
-            chat.tokens,
-            sampling,
-            max_tokens=limit,
-            stop=[*_stop_list(stop), *chat.prompt.stops],
-            logprobs=n_logprobs,
-            stream=stream,
-            ignore_eos=ignore_eos,
-        )
-        response_id, created, name = (
-            f"chatcmpl-{uuid.uuid4()}",
-            int(time.time()),
-            model or self.model_path,
-        )
-        if stream:
-            return ChatCompletionStream(
-                request, chat, id=response_id, created=created, model=name, logprobs=bool(logprobs)
-            )
-        result = wait_result(request)
-        return chat.response(
-            result, id=response_id, created=created, model=name, logprobs=bool(logprobs)
-        )
-
     def _echo_text(self, tokens: Sequence[int]) -> str:
         model = self._require_model()
         return bytes(model.detokenize(list(tokens), True, False)).decode("utf-8", errors="replace")
-
-
-def _enable_verbose_logging() -> None:
-    _core.set_log_level(2)
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)

@@ -1,0 +1,70 @@
+// request_state: what a caller and the worker share about one completion.
+#include "engine.h"
+
+#include <chrono>
+
+namespace lci {
+
+bool request_state::wait(double timeout_s) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    auto ready = [&] { return done_ || !events_.empty(); };
+    if (timeout_s < 0) {
+        cv_.wait(lock, ready);
+        return true;
+    }
+    return cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), ready);
+}
+
+std::optional<stream_event> request_state::next_event() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (events_.empty()) {
+        return std::nullopt;
+    }
+    stream_event ev = std::move(events_.front());
+    events_.pop_front();
+    return ev;
+}
+
+bool request_state::done() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return done_ && events_.empty();
+}
+
+completion_result request_state::result() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return done_; });
+    if (error_) {
+        std::rethrow_exception(error_);
+    }
+    return result_;
+}
+
+void request_state::push_event(stream_event ev) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        events_.push_back(std::move(ev));
+    }
+    cv_.notify_all();
+}
+
+void request_state::finish(completion_result res) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        result_ = std::move(res);
+        done_ = true;
+    }
+    sampler_.reset();
+    cv_.notify_all();
+}
+
+void request_state::fail(std::exception_ptr err) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        error_ = std::move(err);
+        done_ = true;
+    }
+    sampler_.reset();
+    cv_.notify_all();
+}
+
+} // namespace lci

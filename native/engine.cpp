@@ -106,7 +106,10 @@ void init_engine(nb::module_ & m) {
         .def("result", &lci::request_state::result, nb::call_guard<nb::gil_scoped_release>(),
              "The final result (blocks until finished); raises the error the request failed with.")
         .def("cancel", &lci::request_state::cancel, "Stops the request within one token (or one graph node).")
-        .def_prop_ro("cancelled", &lci::request_state::cancelled);
+        .def_prop_ro("cancelled", &lci::request_state::cancelled)
+        .def("set_notify_fd", &lci::request_state::set_notify_fd, nb::arg("fd"),
+             "Writes a byte to fd (a non-blocking pipe) on every event and at the end, so an event "
+             "loop can wait without a thread; -1 stops it. POSIX only.");
 
     nb::class_<py_engine>(m, "Engine", "A llama context with its KV slots and decode worker.", nb::is_weak_referenceable())
         .def("__init__",
@@ -155,6 +158,15 @@ void init_engine(nb::module_ & m) {
              nb::arg("stop") = std::vector<std::string>{}, nb::arg("logprobs") = -1,
              nb::arg("prompt_logprobs") = false, nb::arg("stream") = false, nb::arg("ignore_eos") = false,
              "Validates and queues a completion; raises before queuing when something is wrong.")
+        .def("embed",
+             [](py_engine & self, const std::vector<std::vector<llama_token>> & inputs, int32_t normalize) {
+                 return self.get().embed(inputs, normalize);
+             },
+             nb::arg("inputs"), nb::arg("normalize") = 2, nb::call_guard<nb::gil_scoped_release>(),
+             "One embedding per input (token ids): the model's pooling, or the mean over the "
+             "tokens. normalize: -1 none, 2 unit length.")
+        .def_prop_ro("n_embed_max", [](py_engine & self) { return self.get().n_embed_max(); },
+                     "The most tokens one embedding input may have.")
         .def("reset", [](py_engine & self) { self.get().reset(); }, nb::call_guard<nb::gil_scoped_release>(),
              "Forgets every cached token.")
         .def("save_state",

@@ -1,5 +1,6 @@
 #include "engine.h"
 
+#include "batch.h"
 #include "logging.h"
 
 #include "common.h" // common/common.h: common_cpu_get_num_math
@@ -36,17 +37,6 @@ const char * decode_status_text(int32_t status) {
         case -1: return "invalid input batch";
         default: return "fatal error in the backend";
     }
-}
-
-void batch_clear(llama_batch & b) { b.n_tokens = 0; }
-
-void batch_add(llama_batch & b, llama_token token, llama_pos pos, llama_seq_id seq, bool logits) {
-    const int32_t i = b.n_tokens++;
-    b.token[i]     = token;
-    b.pos[i]       = pos;
-    b.n_seq_id[i]  = 1;
-    b.seq_id[i][0] = seq;
-    b.logits[i]    = logits ? 1 : 0;
 }
 
 } // namespace
@@ -125,6 +115,7 @@ engine::engine(std::shared_ptr<model> m, const context_params & p) : model_(std:
     n_ctx_seq_ = llama_n_ctx_seq(ctx_.get());
     n_batch_   = llama_n_batch(ctx_.get());
     n_seq_max_ = llama_n_seq_max(ctx_.get());
+    embeddings_ = p.embeddings;
     batch_     = llama_batch_init((int32_t) n_batch_, 0, 1);
     for (uint32_t i = 0; i < n_seq_max_; ++i) {
         slots_.push_back(slot{(llama_seq_id) i, {}});

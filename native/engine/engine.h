@@ -114,12 +114,16 @@ public:
     completion_result result();
     void cancel() { cancelled_.store(true, std::memory_order_relaxed); }
     bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+    // Writes one byte to fd (a non-blocking pipe) whenever an event is queued or the request
+    // ends, so an event loop can wait on it without a thread; -1 stops that. POSIX only.
+    void set_notify_fd(int fd);
 
 private:
     friend class engine;
     void push_event(stream_event ev);
     void finish(completion_result res);
     void fail(std::exception_ptr err);
+    void notify_locked() const; // with mutex_ held
 
     completion_request req_;
     common_sampler_ptr sampler_;
@@ -135,6 +139,7 @@ private:
     bool done_ = false;
     completion_result result_;
     std::exception_ptr error_;
+    int notify_fd_ = -1;
 };
 
 class engine {
@@ -147,6 +152,12 @@ public:
     // Validates the request and queues it. Throws invalid_argument_error,
     // context_window_exceeded_error or grammar_error before anything is queued.
     std::shared_ptr<request_state> submit(completion_request req);
+
+    // Embeddings of each input (token ids), one vector of n_embd floats per input. Uses the
+    // model's pooling, or the mean over the tokens for models without one; normalize: -1 none,
+    // 2 Euclidean (unit length). Inputs are packed into as few decodes as the batch allows.
+    // Throws invalid_argument_error for an empty input or one longer than the batch.
+    std::vector<std::vector<float>> embed(const std::vector<std::vector<llama_token>> & inputs, int32_t normalize);
 
     // Runs fn on the worker, between requests, and waits for it.
     void run_exclusive(const std::function<void(llama_context *)> & fn);
@@ -167,6 +178,8 @@ public:
     uint32_t n_ctx_seq() const { return n_ctx_seq_; }
     uint32_t n_batch() const { return n_batch_; }
     uint32_t n_seq_max() const { return n_seq_max_; }
+    // The most tokens one embedding input may have.
+    uint32_t n_embed_max() const;
     int32_t n_threads() const { return n_threads_; }
     int32_t n_threads_batch() const { return n_threads_batch_; }
     // The tokens cached in slot 0 (for tests and introspection).
@@ -199,6 +212,7 @@ private:
     llama_batch batch_{};
     uint32_t n_ctx_ = 0, n_ctx_seq_ = 0, n_batch_ = 0, n_seq_max_ = 1;
     int32_t n_threads_ = 0, n_threads_batch_ = 0;
+    bool embeddings_ = false; // the context's own embedding mode (embed() switches it on)
     std::vector<slot> slots_;
 
     std::mutex queue_mutex_;

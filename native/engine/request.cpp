@@ -3,7 +3,29 @@
 
 #include <chrono>
 
+#ifndef _WIN32
+#include <unistd.h>
+#endif
+
 namespace lci {
+
+void request_state::set_notify_fd(int fd) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    notify_fd_ = fd;
+    if (fd >= 0 && (done_ || !events_.empty())) {
+        notify_locked();
+    }
+}
+
+void request_state::notify_locked() const {
+#ifndef _WIN32
+    if (notify_fd_ >= 0) {
+        const char byte = 1;
+        // a full pipe (EAGAIN) already wakes the reader; nothing else can go wrong that matters
+        [[maybe_unused]] ssize_t n = ::write(notify_fd_, &byte, 1);
+    }
+#endif
+}
 
 bool request_state::wait(double timeout_s) {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -43,6 +65,7 @@ void request_state::push_event(stream_event ev) {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         events_.push_back(std::move(ev));
+        notify_locked();
     }
     cv_.notify_all();
 }
@@ -52,6 +75,7 @@ void request_state::finish(completion_result res) {
         std::lock_guard<std::mutex> lock(mutex_);
         result_ = std::move(res);
         done_ = true;
+        notify_locked();
     }
     sampler_.reset();
     cv_.notify_all();
@@ -62,6 +86,7 @@ void request_state::fail(std::exception_ptr err) {
         std::lock_guard<std::mutex> lock(mutex_);
         error_ = std::move(err);
         done_ = true;
+        notify_locked();
     }
     sampler_.reset();
     cv_.notify_all();

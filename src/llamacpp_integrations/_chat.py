@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _core
-from ._completion import RequestStream, timings_of, usage_of, wait_result
+from ._completion import RequestStream, await_result, timings_of, usage_of, wait_result
 from ._params import check_int, max_tokens_limit, sampling_kwargs, stop_list
 from .errors import InvalidParameterError
 from .types import (
@@ -265,31 +265,48 @@ class ChatCompletionStream(RequestStream[ChatCompletionChunk]):
         if logprobs is not None:  # tokens that changed nothing visible yet
             self._queue.append(self._chunk({}, logprobs=logprobs))
 
-    def _pump(self) -> None:
-        while not self._queue and not self._done:
-            event = self._next_event()
-            if event is not None:
-                self._text += event.text
-                lp = chat_logprobs(event.logprobs) if self._logprobs and event.logprobs else None
-                self._deltas(self._parser.update(self._text, True), lp)
-                continue
-            assert self.result is not None
-            self._deltas(self._parser.update(self.result.text, False), None)
-            finish = "tool_calls" if self._saw_tool_call else self.result.finish_reason
-            last = self._chunk({}, finish)
-            last["usage"] = usage_of(self.result)
-            last["timings"] = timings_of(self.result)
-            self._queue.append(last)
-            self._done = True
+    def _feed(self, event: _core.StreamEvent | None) -> None:
+        if event is not None:
+            self._text += event.text
+            lp = chat_logprobs(event.logprobs) if self._logprobs and event.logprobs else None
+            self._deltas(self._parser.update(self._text, True), lp)
+            return
+        assert self.result is not None
+        self._deltas(self._parser.update(self.result.text, False), None)
+        finish = "tool_calls" if self._saw_tool_call else self.result.finish_reason
+        last = self._chunk({}, finish)
+        last["usage"] = usage_of(self.result)
+        last["timings"] = timings_of(self.result)
+        self._queue.append(last)
+        self._done = True
 
     def __next__(self) -> ChatCompletionChunk:
         if self._finished:
             raise StopIteration
-        self._pump()
+        while not self._queue and not self._done:
+            self._feed(self._next_event())
         if not self._queue:
             self._finished = True
             raise StopIteration
         return self._queue.pop(0)
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        if self._finished:
+            raise StopAsyncIteration
+        while not self._queue and not self._done:
+            self._feed(await self._anext_event())
+        if not self._queue:
+            self._finished = True
+            raise StopAsyncIteration
+        return self._queue.pop(0)
+
+    async def response(self) -> ChatCompletionResponse:
+        """Awaits the end and returns the whole response, as ``stream=False`` would have."""
+        result = await await_result(self._request)
+        self._finished = True
+        return self._chat.response(
+            result, id=self._id, created=self._created, model=self._model, logprobs=self._logprobs
+        )
 
 
 def read_grammar(grammar: str | None, grammar_path: str | os.PathLike[str] | None) -> str | None:
@@ -462,3 +479,13 @@ class ChatCompletionMixin:
         return chat.response(
             result, id=response_id, created=created, model=name, logprobs=bool(logprobs)
         )
+
+    async def acreate_chat_completion(
+        self, messages: Sequence[Mapping[str, Any]], *, stream: bool = False, **kwargs: Any
+    ) -> ChatCompletionResponse | ChatCompletionStream:
+        """:meth:`create_chat_completion` for asyncio: the same keyword arguments, and it never
+        blocks the event loop. With ``stream=True`` it returns the stream, to be consumed with
+        ``async for``. Cancelling the awaiting task cancels the generation."""
+        out = self.create_chat_completion(messages, stream=True, **kwargs)
+        assert isinstance(out, ChatCompletionStream)
+        return out if stream else await out.response()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TypeVar
 
 from . import _core
+from ._aio import RequestWaiter
 from .types import (
     CompletionChoice,
     CompletionChunk,
@@ -19,6 +20,7 @@ from .types import (
 __all__ = [
     "CompletionStream",
     "ResponseMeta",
+    "await_result",
     "logprobs_block",
     "timings_of",
     "usage_of",
@@ -40,6 +42,23 @@ def wait_result(request: _core.Request) -> _core.CompletionResult:
     except BaseException:
         request.cancel()
         raise
+
+
+async def await_result(request: _core.Request) -> _core.CompletionResult:
+    """Awaits a request's result without blocking the event loop (streamed events are dropped);
+    cancels the request when the awaiting task is cancelled or fails."""
+    waiter = RequestWaiter(request)
+    try:
+        while not request.done:
+            await waiter.wait()
+            while request.next_event() is not None:
+                pass
+        return request.result()
+    except BaseException:
+        request.cancel()
+        raise
+    finally:
+        waiter.close()
 
 
 class ResponseMeta:
@@ -148,19 +167,51 @@ def timings_of(result: _core.CompletionResult) -> Timings:
     }
 
 
-class RequestStream(Iterator[ChunkT]):
-    """Base of the streaming iterators: waits for native events without blocking Ctrl-C, and
-    cancels the generation when closed (``close()``, a ``with`` block, or garbage collection),
-    within one token."""
+class RequestStream(Iterator[ChunkT], AsyncIterator[ChunkT]):
+    """Base of the streaming iterators, for ``for`` and ``async for`` alike.
+
+    Sync iteration waits for native events without blocking Ctrl-C; async iteration awaits them
+    without blocking the event loop. Closing the stream (``close()``/``aclose()``, a ``with``
+    block, garbage collection, or cancelling the task that iterates) cancels the generation
+    within one token.
+    """
 
     def __init__(self, request: _core.Request) -> None:
         self._request = request
         self._finished = False
+        self._waiter: RequestWaiter | None = None
         self.result: _core.CompletionResult | None = None
         """The native result once the stream is exhausted (usage, timings, tokens)."""
 
     def __iter__(self) -> RequestStream[ChunkT]:
         return self
+
+    def __aiter__(self) -> RequestStream[ChunkT]:
+        return self
+
+    async def _anext_event(self) -> _core.StreamEvent | None:
+        """Async form of :meth:`_next_event`."""
+        request = self._request
+        try:
+            while True:
+                event = request.next_event()
+                if event is not None:
+                    return event
+                if request.done:
+                    self.result = request.result()
+                    self._close_waiter()
+                    return None
+                if self._waiter is None:
+                    self._waiter = RequestWaiter(request)
+                await self._waiter.wait()
+        except BaseException:
+            self.close()
+            raise
+
+    def _close_waiter(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.close()
 
     def _next_event(self) -> _core.StreamEvent | None:
         """The next streamed event; None at the end, with ``self.result`` set."""
@@ -183,6 +234,17 @@ class RequestStream(Iterator[ChunkT]):
         if not self._finished:
             self._finished = True
             self._request.cancel()
+        self._close_waiter()
+
+    async def aclose(self) -> None:
+        """Same as :meth:`close`, for ``async with`` and async generator protocols."""
+        self.close()
+
+    async def __aenter__(self) -> RequestStream[ChunkT]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
 
     def __enter__(self) -> RequestStream[ChunkT]:
         return self
@@ -224,7 +286,23 @@ class CompletionStream(RequestStream[CompletionChunk]):
         if self._pending_echo:
             self._pending_echo = False
             return self._chunk(self._meta.echo_text, None, None)
-        event = self._next_event()
+        return self._step(self._next_event())
+
+    async def __anext__(self) -> CompletionChunk:
+        if self._finished:
+            raise StopAsyncIteration
+        if self._pending_echo:
+            self._pending_echo = False
+            return self._chunk(self._meta.echo_text, None, None)
+        return self._step(await self._anext_event())
+
+    async def response(self) -> CompletionResponse:
+        """Awaits the end and returns the whole response, as ``stream=False`` would have."""
+        result = await await_result(self._request)
+        self._finished = True
+        return self._meta.response(result)
+
+    def _step(self, event: _core.StreamEvent | None) -> CompletionChunk:
         if event is not None:
             self._text += event.text.encode()
             logprobs = None

@@ -303,6 +303,10 @@ class Request:
 
     @property
     def cancelled(self) -> bool: ...
+    def set_notify_fd(self, fd: int) -> None:
+        """
+        Writes a byte to fd (a non-blocking pipe) on every event and at the end, so an event loop can wait without a thread; -1 stops it. POSIX only.
+        """
 
 class Engine:
     """A llama context with its KV slots and decode worker."""
@@ -340,6 +344,15 @@ class Engine:
         """
         Validates and queues a completion; raises before queuing when something is wrong.
         """
+
+    def embed(self, inputs: Sequence[Sequence[int]], normalize: int = 2) -> list[list[float]]:
+        """
+        One embedding per input (token ids): the model's pooling, or the mean over the tokens. normalize: -1 none, 2 unit length.
+        """
+
+    @property
+    def n_embed_max(self) -> int:
+        """The most tokens one embedding input may have."""
 
     def reset(self) -> None:
         """Forgets every cached token."""

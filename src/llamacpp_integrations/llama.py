@@ -19,6 +19,7 @@ from typing import Any
 from . import _core
 from ._chat import ChatCompletionMixin, read_grammar
 from ._completion import CompletionStream, ResponseMeta, wait_result
+from ._embedding import EmbeddingMixin
 from ._params import (
     check_int,
     enable_verbose_logging,
@@ -39,7 +40,7 @@ LLAMA_DEFAULT_SEED = 0xFFFFFFFF
 logger = logging.getLogger("llamacpp_integrations")
 
 
-class Llama(ChatCompletionMixin):
+class Llama(ChatCompletionMixin, EmbeddingMixin):
     """A GGUF model running in-process on llama.cpp.
 
     The constructor takes llama-cpp-python's parameter names. Unlike llama-cpp-python, an unknown
@@ -74,7 +75,8 @@ class Llama(ChatCompletionMixin):
         f16_kv: Kept for compatibility: False stores the KV cache as f32 unless type_k/type_v say
             otherwise.
         offload_kqv: Keep the KV cache on the GPU when layers are offloaded.
-        embedding: Create the context in embedding mode.
+        embedding: Accepted for compatibility: every ``Llama`` can :meth:`embed`; True makes
+            the context output embeddings by default.
         last_n_tokens_size: How many recent tokens the repetition penalties look at.
         lora_path: A LoRA adapter (GGUF) applied to the model.
         lora_scale: The adapter's scale.
@@ -476,6 +478,16 @@ class Llama(ChatCompletionMixin):
         if stream:
             return CompletionStream(request, meta)
         return meta.response(wait_result(request))
+
+    async def acreate_completion(
+        self, prompt: str | Sequence[int], *, stream: bool = False, **kwargs: Any
+    ) -> CompletionResponse | CompletionStream:
+        """:meth:`create_completion` for asyncio: the same keyword arguments, and it never blocks
+        the event loop. With ``stream=True`` it returns the stream, to be consumed with
+        ``async for``. Cancelling the awaiting task cancels the generation."""
+        out = self.create_completion(prompt, stream=True, **kwargs)
+        assert isinstance(out, CompletionStream)
+        return out if stream else await out.response()
 
     def __call__(
         self, prompt: str | Sequence[int], *args: Any, **kwargs: Any

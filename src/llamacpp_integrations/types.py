@@ -19,6 +19,9 @@ __all__ = [
     "CompletionChunk",
     "CompletionLogprobs",
     "CompletionResponse",
+    "Embedding",
+    "EmbeddingResponse",
+    "EmbeddingUsage",
     "PromptTokensDetails",
     "Timings",
     "ToolCall",
@@ -153,3 +156,21 @@ class ChatCompletionChunk(TypedDict):
     choices: list[ChatChunkChoice]
     usage: NotRequired[Usage]
     timings: NotRequired[Timings]
+
+
+class Embedding(TypedDict):
+    object: Literal["embedding"]
+    embedding: list[float]
+    index: int
+
+
+class EmbeddingUsage(TypedDict):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(TypedDict):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage

@@ -138,6 +138,12 @@ common_sampler_ptr sampler_make(const model & m, const sampling_params & p, int3
     require(p.repeat_penalty > 0.0f, "repeat_penalty must be greater than 0, got " + std::to_string(p.repeat_penalty));
     require(p.mirostat >= 0 && p.mirostat <= 2, "mirostat must be 0, 1 or 2, got " + std::to_string(p.mirostat));
     require(p.penalty_last_n >= -1, "penalty_last_n must be >= -1");
+    check_finite(p.dry_multiplier, "dry_multiplier");
+    check_finite(p.dry_base, "dry_base");
+    require(p.dry_multiplier >= 0.0f, "dry_multiplier must be >= 0");
+    require(p.dry_base >= 1.0f, "dry_base must be >= 1");
+    require(p.dry_allowed_length >= 0, "dry_allowed_length must be >= 0");
+    require(p.dry_penalty_last_n >= -1, "dry_penalty_last_n must be >= -1");
     for (const auto & [token, bias] : p.logit_bias) {
         m.check_token(token);
         require(!std::isnan(bias), "logit_bias values must be numbers");
@@ -158,6 +164,10 @@ common_sampler_ptr sampler_make(const model & m, const sampling_params & p, int3
     cp.mirostat          = p.mirostat;
     cp.mirostat_tau      = p.mirostat_tau;
     cp.mirostat_eta      = p.mirostat_eta;
+    cp.dry_multiplier     = p.dry_multiplier;
+    cp.dry_base           = p.dry_base;
+    cp.dry_allowed_length = p.dry_allowed_length;
+    cp.dry_penalty_last_n = p.dry_penalty_last_n < 0 ? n_ctx : p.dry_penalty_last_n;
     cp.no_perf           = true;
     for (const auto & [token, bias] : p.logit_bias) {
         cp.logit_bias.push_back({token, bias});

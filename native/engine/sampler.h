@@ -30,6 +30,10 @@ struct sampling_params {
     int32_t  mirostat          = 0;    // 0 off, 1 mirostat, 2 mirostat 2.0
     float    mirostat_tau      = 5.0f;
     float    mirostat_eta      = 0.1f;
+    float    dry_multiplier    = 0.0f; // DRY repetition penalty; 0: off
+    float    dry_base          = 1.75f;
+    int32_t  dry_allowed_length = 2;
+    int32_t  dry_penalty_last_n = -1;  // -1: the whole context
     uint32_t seed              = LLAMA_DEFAULT_SEED; // LLAMA_DEFAULT_SEED: random
     std::vector<std::pair<llama_token, float>> logit_bias;
 

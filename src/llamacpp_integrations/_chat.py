@@ -300,9 +300,17 @@ class ChatCompletionStream(RequestStream[ChatCompletionChunk]):
             raise StopAsyncIteration
         return self._queue.pop(0)
 
-    async def response(self) -> ChatCompletionResponse:
+    def response(self) -> ChatCompletionResponse:
+        """Waits for the end and returns the whole response, as ``stream=False`` would have."""
+        result = wait_result(self._request, self.deadline)
+        self._finished = True
+        return self._chat.response(
+            result, id=self._id, created=self._created, model=self._model, logprobs=self._logprobs
+        )
+
+    async def aresponse(self) -> ChatCompletionResponse:
         """Awaits the end and returns the whole response, as ``stream=False`` would have."""
-        result = await await_result(self._request)
+        result = await await_result(self._request, self.deadline)
         self._finished = True
         return self._chat.response(
             result, id=self._id, created=self._created, model=self._model, logprobs=self._logprobs
@@ -379,6 +387,10 @@ class ChatCompletionMixin:
         mirostat_mode: int = 0,
         mirostat_tau: float = 5.0,
         mirostat_eta: float = 0.1,
+        dry_multiplier: float = 0.0,
+        dry_base: float = 1.75,
+        dry_allowed_length: int = 2,
+        dry_penalty_last_n: int = -1,
         model: str | None = None,
         logit_bias: Mapping[int, float] | None = None,
         logprobs: bool | None = None,
@@ -423,7 +435,8 @@ class ChatCompletionMixin:
             top_logprobs: How many alternatives to return per token (with ``logprobs``).
             stream: Return an iterator of ``chat.completion.chunk`` deltas.
             temperature, top_p, top_k, min_p, typical_p, repeat_penalty, presence_penalty,
-            frequency_penalty, mirostat_mode, mirostat_tau, mirostat_eta, seed, logit_bias,
+            frequency_penalty, mirostat_mode, mirostat_tau, mirostat_eta, dry_multiplier, dry_base,
+            dry_allowed_length, dry_penalty_last_n, seed, logit_bias,
             stop, max_tokens, ignore_eos, model: As in :meth:`create_completion`.
 
         Raises:
@@ -488,4 +501,4 @@ class ChatCompletionMixin:
         ``async for``. Cancelling the awaiting task cancels the generation."""
         out = self.create_chat_completion(messages, stream=True, **kwargs)
         assert isinstance(out, ChatCompletionStream)
-        return out if stream else await out.response()
+        return out if stream else await out.aresponse()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TypeVar
 
@@ -33,24 +35,43 @@ WAIT_SLICE_S = 0.05
 ChunkT = TypeVar("ChunkT")
 
 
-def wait_result(request: _core.Request) -> _core.CompletionResult:
-    """Waits for a non-streaming request without blocking Ctrl-C; cancels it on any exception."""
+def _check_deadline(deadline: float | None) -> float | None:
+    """Seconds left before ``deadline`` (a ``time.monotonic()`` value); raises TimeoutError
+    when it has passed. None: no deadline."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the generation ran past its timeout and was cancelled")
+    return left
+
+
+def wait_result(
+    request: _core.Request, deadline: float | None = None
+) -> _core.CompletionResult:
+    """Waits for a request's result without blocking Ctrl-C (streamed events are dropped);
+    cancels it on any exception, and raises TimeoutError past ``deadline`` (monotonic)."""
     try:
-        while not request.wait(WAIT_SLICE_S):
-            pass
+        while not request.done:
+            _check_deadline(deadline)
+            request.wait(WAIT_SLICE_S)
+            while request.next_event() is not None:
+                pass
         return request.result()
     except BaseException:
         request.cancel()
         raise
 
 
-async def await_result(request: _core.Request) -> _core.CompletionResult:
+async def await_result(
+    request: _core.Request, deadline: float | None = None
+) -> _core.CompletionResult:
     """Awaits a request's result without blocking the event loop (streamed events are dropped);
-    cancels the request when the awaiting task is cancelled or fails."""
+    cancels the request when the awaiting task is cancelled or fails, or past ``deadline``."""
     waiter = RequestWaiter(request)
     try:
         while not request.done:
-            await waiter.wait()
+            await _wait_until(waiter, deadline)
             while request.next_event() is not None:
                 pass
         return request.result()
@@ -59,6 +80,17 @@ async def await_result(request: _core.Request) -> _core.CompletionResult:
         raise
     finally:
         waiter.close()
+
+
+async def _wait_until(waiter: RequestWaiter, deadline: float | None) -> None:
+    left = _check_deadline(deadline)
+    if left is None:
+        await waiter.wait()
+        return
+    try:
+        await asyncio.wait_for(waiter.wait(), left)
+    except asyncio.TimeoutError:
+        _check_deadline(deadline)
 
 
 class ResponseMeta:
@@ -182,6 +214,8 @@ class RequestStream(Iterator[ChunkT], AsyncIterator[ChunkT]):
         self._waiter: RequestWaiter | None = None
         self.result: _core.CompletionResult | None = None
         """The native result once the stream is exhausted (usage, timings, tokens)."""
+        self.deadline: float | None = None
+        """A ``time.monotonic()`` time past which iterating cancels and raises TimeoutError."""
 
     def __iter__(self) -> RequestStream[ChunkT]:
         return self
@@ -203,7 +237,7 @@ class RequestStream(Iterator[ChunkT], AsyncIterator[ChunkT]):
                     return None
                 if self._waiter is None:
                     self._waiter = RequestWaiter(request)
-                await self._waiter.wait()
+                await _wait_until(self._waiter, self.deadline)
         except BaseException:
             self.close()
             raise
@@ -224,6 +258,7 @@ class RequestStream(Iterator[ChunkT], AsyncIterator[ChunkT]):
                 if request.done:
                     self.result = request.result()
                     return None
+                _check_deadline(self.deadline)
                 request.wait(WAIT_SLICE_S)
         except BaseException:
             self.close()
@@ -296,9 +331,15 @@ class CompletionStream(RequestStream[CompletionChunk]):
             return self._chunk(self._meta.echo_text, None, None)
         return self._step(await self._anext_event())
 
-    async def response(self) -> CompletionResponse:
+    def response(self) -> CompletionResponse:
+        """Waits for the end and returns the whole response, as ``stream=False`` would have."""
+        result = wait_result(self._request, self.deadline)
+        self._finished = True
+        return self._meta.response(result)
+
+    async def aresponse(self) -> CompletionResponse:
         """Awaits the end and returns the whole response, as ``stream=False`` would have."""
-        result = await await_result(self._request)
+        result = await await_result(self._request, self.deadline)
         self._finished = True
         return self._meta.response(result)
 

@@ -26,6 +26,10 @@ SAMPLING_ARGS = (
     "mirostat_mode",
     "mirostat_tau",
     "mirostat_eta",
+    "dry_multiplier",
+    "dry_base",
+    "dry_allowed_length",
+    "dry_penalty_last_n",
     "seed",
     "logit_bias",
 )

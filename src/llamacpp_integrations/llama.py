@@ -361,6 +361,10 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         mirostat_mode: int = 0,
         mirostat_tau: float = 5.0,
         mirostat_eta: float = 0.1,
+        dry_multiplier: float = 0.0,
+        dry_base: float = 1.75,
+        dry_allowed_length: int = 2,
+        dry_penalty_last_n: int = -1,
         seed: int | None = None,
         logit_bias: Mapping[int, float] | None = None,
         grammar: str | None = None,
@@ -380,6 +384,10 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         sp.mirostat = int(mirostat_mode)
         sp.mirostat_tau = float(mirostat_tau)
         sp.mirostat_eta = float(mirostat_eta)
+        sp.dry_multiplier = float(dry_multiplier)
+        sp.dry_base = float(dry_base)
+        sp.dry_allowed_length = int(dry_allowed_length)
+        sp.dry_penalty_last_n = int(dry_penalty_last_n)
         chosen = self.seed if seed is None else int(seed)
         sp.seed = LLAMA_DEFAULT_SEED if chosen < 0 else chosen & 0xFFFFFFFF
         if logit_bias:
@@ -410,6 +418,10 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         mirostat_mode: int = 0,
         mirostat_tau: float = 5.0,
         mirostat_eta: float = 0.1,
+        dry_multiplier: float = 0.0,
+        dry_base: float = 1.75,
+        dry_allowed_length: int = 2,
+        dry_penalty_last_n: int = -1,
         model: str | None = None,
         grammar: str | None = None,
         grammar_path: str | os.PathLike[str] | None = None,
@@ -439,6 +451,12 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
             mirostat_mode: 0 off, 1 Mirostat, 2 Mirostat 2.0.
             mirostat_tau: Mirostat target entropy.
             mirostat_eta: Mirostat learning rate.
+            dry_multiplier: DRY ("don't repeat yourself") penalty on tokens that extend a
+                sequence already seen; 0 is off. It breaks loops without penalizing the
+                quotes and braces JSON repeats (sequences stop at ``\n : " *``).
+            dry_base: DRY penalty growth per repeated token.
+            dry_allowed_length: Repeated sequences up to this length are not penalized.
+            dry_penalty_last_n: Tokens DRY looks back over; -1: the whole context.
             model: Name reported in the response (defaults to the model path).
             grammar: A GBNF grammar the output must follow.
             grammar_path: A .gbnf file with the grammar.
@@ -487,7 +505,7 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         ``async for``. Cancelling the awaiting task cancels the generation."""
         out = self.create_completion(prompt, stream=True, **kwargs)
         assert isinstance(out, CompletionStream)
-        return out if stream else await out.response()
+        return out if stream else await out.aresponse()
 
     def __call__(
         self, prompt: str | Sequence[int], *args: Any, **kwargs: Any

@@ -1,0 +1,220 @@
+"""What ``ChatLlamaCpp``, ``LlamaCpp`` and ``LlamaCppEmbeddings`` share: the constructor fields
+of langchain_community's classes, the ``Llama`` they build from them, and per-call settings."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import InvalidParameterError
+from ..llama import Llama
+
+__all__ = ["LlamaLoadFields", "SamplingFields", "deadline_of"]
+
+# Llama constructor arguments spelled as in langchain_community, and what they become.
+_LOAD_FIELDS = (
+    "n_ctx",
+    "seed",
+    "vocab_only",
+    "use_mlock",
+    "use_mmap",
+    "n_threads",
+    "n_batch",
+    "f16_kv",
+    "last_n_tokens_size",
+)
+
+
+class LlamaLoadFields(BaseModel):
+    """Fields that choose and load the model (the ``client``)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
+
+    client: Llama | None = Field(default=None, exclude=True)
+    """A ``Llama`` to use instead of loading one (several adapters may share one)."""
+    model_path: str | None = None
+    """Path to the GGUF file (not needed with ``client``)."""
+    lora_base: str | None = None
+    """Accepted for compatibility; GGUF LoRA adapters need no base model."""
+    lora_path: str | None = None
+    """A LoRA adapter (GGUF) applied to the model."""
+    n_ctx: int = 512
+    """Context window in tokens; 0 uses the model's training context."""
+    n_parts: int = -1
+    """Accepted for compatibility: GGUF models are never split into parts."""
+    seed: int = -1
+    """Sampling seed; -1 picks a random one per call."""
+    f16_kv: bool = True
+    """Store the KV cache in f16 (False: f32)."""
+    logits_all: bool = False
+    """Accepted for compatibility: logits are kept for every token exactly when logprobs are
+    asked for."""
+    vocab_only: bool = False
+    """Load only the vocabulary (tokenizing works; generating does not)."""
+    use_mlock: bool = False
+    """Lock the weights in RAM."""
+    use_mmap: bool = True
+    """Memory-map the weights."""
+    n_threads: int | None = Field(default=None, ge=1)
+    """CPU threads; None uses the physical cores."""
+    n_batch: int = Field(default=512, ge=1)
+    """Tokens per decode call while reading the prompt (langchain_community's default of 8 is
+    60 times slower here; 512 is llama.cpp's)."""
+    n_gpu_layers: int | None = None
+    """Layers to offload to the GPU (-1: all); needs a CUDA or Metal build."""
+    n_seq_max: int = Field(default=1, ge=1)
+    """Sequence slots in the context, each with its own prompt cache."""
+    last_n_tokens_size: int = 64
+    """How many recent tokens the repetition penalty looks at."""
+    rope_freq_scale: float | None = None
+    """RoPE frequency scale; None takes the model's."""
+    rope_freq_base: float | None = None
+    """RoPE base frequency; None takes the model's."""
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Further ``Llama`` constructor arguments (``flash_attn``, ``type_k``, ``chat_format``...)."""
+    verbose: bool = False
+    """Show llama.cpp's log (through the ``llamacpp_integrations`` logger)."""
+
+    @model_validator(mode="after")
+    def _load_client(self) -> LlamaLoadFields:
+        if self.client is None:
+            if not self.model_path:
+                raise ValueError("pass model_path (a GGUF file) or client (a Llama)")
+            self.client = Llama(**self.llama_kwargs())
+        return self
+
+    def llama_kwargs(self) -> dict[str, Any]:
+        """The ``Llama`` constructor arguments these fields describe."""
+        kwargs: dict[str, Any] = {name: getattr(self, name) for name in _LOAD_FIELDS}
+        kwargs["model_path"] = self.model_path
+        kwargs["seed"] = 0xFFFFFFFF if self.seed < 0 else self.seed
+        kwargs["n_ubatch"] = self.n_batch
+        kwargs["n_seq_max"] = self.n_seq_max
+        kwargs["verbose"] = self.verbose
+        if self.lora_path:
+            kwargs["lora_path"] = self.lora_path
+            kwargs["lora_base"] = self.lora_base
+        if self.n_gpu_layers is not None:
+            kwargs["n_gpu_layers"] = self.n_gpu_layers
+        if self.rope_freq_scale is not None:
+            kwargs["rope_freq_scale"] = self.rope_freq_scale
+        if self.rope_freq_base is not None:
+            kwargs["rope_freq_base"] = self.rope_freq_base
+        overlap = set(kwargs) & set(self.model_kwargs)
+        if overlap:
+            raise ValueError(f"model_kwargs repeats fields given directly: {sorted(overlap)}")
+        kwargs.update(self.model_kwargs)
+        return kwargs
+
+    @property
+    def llama(self) -> Llama:
+        """The loaded ``Llama``."""
+        assert self.client is not None  # set by the validator
+        return self.client
+
+    @property
+    def resolved_model_name(self) -> str:
+        """The model's file name, e.g. ``SmolLM2-135M-Instruct-Q8_0.gguf``."""
+        return os.path.basename(self.llama.model_path)
+
+
+class SamplingFields(BaseModel):
+    """Generation settings, overridable per call (``invoke(..., temperature=0)``)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
+
+    max_tokens: int | None = 256
+    """Tokens to generate at most; None or <= 0: until the context is full."""
+    temperature: float = 0.8
+    """Sampling temperature; 0 is greedy."""
+    top_p: float = 0.95
+    """Nucleus sampling threshold."""
+    top_k: int = 40
+    """Sample among the k most likely tokens."""
+    min_p: float = 0.05
+    """Minimum probability relative to the most likely token."""
+    repeat_penalty: float = 1.0
+    """Repetition penalty (1.0: off, llama.cpp's default; langchain_community's 1.1 penalizes
+    the quotes and braces JSON repeats, and garbles tool calls and structured output)."""
+    presence_penalty: float = 0.0
+    """Penalty for tokens that appeared at all."""
+    frequency_penalty: float = 0.0
+    """Penalty growing with how often a token appeared."""
+    dry_multiplier: float = 0.0
+    """DRY ("don't repeat yourself") penalty on tokens extending a sequence already seen; 0 is
+    off. About 0.8 stops the loops small models fall into (also inside JSON strings) without
+    penalizing the quotes and braces JSON repeats."""
+    dry_base: float = 1.75
+    """DRY penalty growth per repeated token."""
+    dry_allowed_length: int = 2
+    """Repeats up to this many tokens are not penalized by DRY."""
+    dry_penalty_last_n: int = -1
+    """Tokens DRY looks back over; -1: the whole context."""
+    stop: list[str] | None = None
+    """Strings that end generation (merged with a call's ``stop``)."""
+    grammar_path: str | os.PathLike[str] | None = None
+    """A .gbnf file the output must follow."""
+    grammar: str | Any | None = None
+    """A GBNF grammar (text, or llama-cpp-python's ``LlamaGrammar``)."""
+    streaming: bool = False
+    """Generate through the streaming path, calling ``on_llm_new_token`` per token."""
+    timeout: float | None = None
+    """Seconds a call may take; past it the generation is cancelled and ``TimeoutError``
+    raised."""
+    max_retries: int = 0
+    """Accepted for drop-in compatibility with hosted models: a local model has no transient
+    network failures to retry."""
+
+    @model_validator(mode="after")
+    def _check_grammar(self) -> SamplingFields:
+        if self.grammar is not None and self.grammar_path is not None:
+            raise ValueError("pass grammar or grammar_path, not both")
+        return self
+
+    def sampling_call_kwargs(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for a ``Llama`` call: the fields, then the call's overrides."""
+        out: dict[str, Any] = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repeat_penalty": self.repeat_penalty,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "dry_multiplier": self.dry_multiplier,
+            "dry_base": self.dry_base,
+            "dry_allowed_length": self.dry_allowed_length,
+            "dry_penalty_last_n": self.dry_penalty_last_n,
+        }
+        if self.grammar is not None:
+            out["grammar"] = self.grammar
+        if self.grammar_path is not None:
+            out["grammar_path"] = os.fspath(self.grammar_path)
+        stops = [*(self.stop or []), *(stop or [])]
+        if stops:
+            out["stop"] = list(dict.fromkeys(stops))
+        for key, value in kwargs.items():
+            if key in ("grammar", "grammar_path") and value is not None:
+                out.pop("grammar", None)
+                out.pop("grammar_path", None)
+            if key == "stop":
+                if value:
+                    merged = [*out.get("stop", []), *([value] if isinstance(value, str) else value)]
+                    out["stop"] = list(dict.fromkeys(merged))
+                continue
+            out[key] = value
+        return out
+
+
+def deadline_of(timeout: float | None) -> float | None:
+    """The ``time.monotonic()`` deadline of a call with this timeout (None: no limit)."""
+    if timeout is None:
+        return None
+    if timeout <= 0:
+        raise InvalidParameterError("timeout must be > 0 seconds")
+    return time.monotonic() + timeout

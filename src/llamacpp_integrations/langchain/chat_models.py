@@ -1,0 +1,391 @@
+"""``ChatLlamaCpp``: a LangChain chat model on our in-process llama.cpp engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Literal
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    BaseCallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import (
+    JsonOutputKeyToolsParser,
+    PydanticToolsParser,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import ConfigDict, Field, model_validator
+
+from .._chat import ChatCompletionStream, ChatRequest
+from ..types import ChatCompletionChunk, ChatCompletionResponse
+from ._common import LlamaLoadFields, SamplingFields, deadline_of
+from ._messages import ai_message, ai_message_chunk, to_openai_messages, usage_metadata
+
+__all__ = ["ChatLlamaCpp"]
+
+_PROVIDER = "llamacpp"
+
+
+class ChatLlamaCpp(LlamaLoadFields, SamplingFields, BaseChatModel):
+    """A LangChain chat model running a GGUF model in-process on llama.cpp.
+
+    A drop-in replacement for ``langchain_community.chat_models.ChatLlamaCpp`` (same
+    constructor fields) that renders prompts with the model's own chat template, lets the model
+    decide whether to call a tool, always produces parseable structured output (grammar-
+    constrained), reports token usage, and has native async. An unknown field raises.
+
+    Example:
+        .. code-block:: python
+
+            from llamacpp_integrations.langchain import ChatLlamaCpp
+
+            llm = ChatLlamaCpp(model_path="model.gguf", n_ctx=4096, temperature=0)
+            llm.invoke("Name three colours.")
+            llm.bind_tools([get_weather]).invoke("Weather in Paris?").tool_calls
+            llm.with_structured_output(Joke).invoke("Tell me a joke")
+
+    Sampling fields (``temperature``, ``max_tokens``, ``stop``, ``top_p``...) may be overridden
+    per call: ``llm.invoke(messages, temperature=0, stop=["\\n"])``.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
+
+    logprobs: bool | int | None = None
+    """Return token log-probabilities in ``response_metadata["logprobs"]``; an int also asks
+    for that many alternatives per token (as ``top_logprobs``)."""
+    top_logprobs: int | None = None
+    """Alternatives per token with ``logprobs``."""
+    model_name: str | None = None
+    """The name reported in ``response_metadata`` and traces (default: the GGUF file name)."""
+    callback_manager: BaseCallbackManager | None = Field(default=None, exclude=True)
+    """Deprecated spelling of ``callbacks``, accepted for compatibility."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _callback_manager_alias(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("callback_manager") is not None:
+            if values.get("callbacks") is None:
+                values = {**values, "callbacks": values["callback_manager"]}
+        return values
+
+    # ------------------------------------------------------------------ LangChain plumbing
+
+    @property
+    def _llm_type(self) -> str:
+        return "llamacpp-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_path": self.llama.model_path,
+            "n_ctx": self.llama.n_ctx(),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repeat_penalty": self.repeat_penalty,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params: LangSmithParams = {
+            "ls_provider": _PROVIDER,
+            "ls_model_name": kwargs.get("model") or self._name(),
+            "ls_model_type": "chat",
+            "ls_temperature": kwargs.get("temperature", self.temperature),
+        }
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens:
+            params["ls_max_tokens"] = max_tokens
+        stops = stop or kwargs.get("stop") or self.stop
+        if stops:
+            params["ls_stop"] = list(stops)
+        return params
+
+    def _name(self) -> str:
+        return self.model_name or self.resolved_model_name
+
+    def _call_kwargs(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        kwargs = dict(kwargs)
+        kwargs.pop("stream", None)  # LangChain's own flag; we choose the path ourselves
+        out = self.sampling_call_kwargs(stop, kwargs)
+        if self.logprobs and "logprobs" not in kwargs:
+            out["logprobs"] = True
+            top = self.top_logprobs
+            if top is None and not isinstance(self.logprobs, bool):
+                top = int(self.logprobs)
+            if top is not None:
+                out["top_logprobs"] = top
+        out.setdefault("model", self._name())
+        return out
+
+    def _start(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> ChatCompletionStream:
+        stream = self.llama.create_chat_completion(
+            to_openai_messages(messages), stream=True, **self._call_kwargs(stop, kwargs)
+        )
+        assert isinstance(stream, ChatCompletionStream)
+        stream.deadline = deadline_of(self.timeout)
+        return stream
+
+    def _result(self, response: ChatCompletionResponse) -> ChatResult:
+        choice = response["choices"][0]
+        metadata: dict[str, Any] = {
+            "model_name": response["model"],
+            "model_provider": _PROVIDER,
+            "finish_reason": choice["finish_reason"],
+            "timings": response["timings"],
+        }
+        if choice["logprobs"] is not None:
+            metadata["logprobs"] = choice["logprobs"]
+        message = ai_message(dict(choice["message"]), response["usage"], metadata)
+        info = {"finish_reason": choice["finish_reason"]}
+        if choice["logprobs"] is not None:
+            info["logprobs"] = choice["logprobs"]
+        return ChatResult(
+            generations=[ChatGeneration(message=message, generation_info=info)],
+            llm_output={"token_usage": response["usage"], "model_name": response["model"]},
+        )
+
+    def _chunk(self, chunk: ChatCompletionChunk) -> ChatGenerationChunk:
+        choice = chunk["choices"][0]
+        message = ai_message_chunk(choice["delta"])
+        info: dict[str, Any] | None = None
+        if choice["logprobs"] is not None:
+            info = {"logprobs": choice["logprobs"]}
+        if choice["finish_reason"] is not None:
+            message.chunk_position = "last"
+            message.response_metadata = {
+                "model_name": chunk["model"],
+                "model_provider": _PROVIDER,
+                "finish_reason": choice["finish_reason"],
+                "timings": chunk.get("timings"),
+            }
+            if "usage" in chunk:
+                message.usage_metadata = usage_metadata(chunk["usage"])
+            info = {**(info or {}), "finish_reason": choice["finish_reason"]}
+        elif "model_provider" not in message.response_metadata:
+            message.response_metadata = {"model_provider": _PROVIDER}
+        return ChatGenerationChunk(message=message, generation_info=info)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._result(self._start(messages, stop, kwargs).response())
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._result(await self._start(messages, stop, kwargs).aresponse())
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        with self._start(messages, stop, kwargs) as stream:
+            for raw in stream:
+                chunk = self._chunk(raw)
+                if run_manager:
+                    logprobs = (chunk.generation_info or {}).get("logprobs")
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk, logprobs=logprobs)
+                yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        async with self._start(messages, stop, kwargs) as stream:
+            async for raw in stream:
+                chunk = self._chunk(raw)
+                if run_manager:
+                    logprobs = (chunk.generation_info or {}).get("logprobs")
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk, logprobs=logprobs)
+                yield chunk
+
+    # ------------------------------------------------------------------ tokens
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens in ``text`` by the model's own tokenizer."""
+        return len(self.llama.tokenize(text, add_bos=False))
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """The model's token ids of ``text``."""
+        return self.llama.tokenize(text, add_bos=False)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Prompt tokens these messages (and tools) take once rendered by the chat template."""
+        llama = self.llama
+        request = ChatRequest(
+            llama.chat_templates,
+            llama.native_model,
+            to_openai_messages(messages),
+            tools=[convert_to_openai_tool(t) for t in tools or []],
+            tool_choice="auto",
+            parallel_tool_calls=True,
+            response_format=None,
+            grammar=None,
+            enable_thinking=True,
+            parse_reasoning=True,
+            template_kwargs=None,
+        )
+        return len(request.tokens)
+
+    # ------------------------------------------------------------------ tools
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Binds tools the model may call; ``AIMessage.tool_calls`` carries its calls.
+
+        Args:
+            tools: Pydantic classes, TypedDicts, JSON-schema or OpenAI tool dicts, LangChain
+                tools, or functions.
+            tool_choice: None or "auto": the model decides; "any" or "required": it must call
+                one; a tool name, ``{"type": "function", "function": {"name": ...}}``, or True
+                with a single tool: that tool; "none": no tool.
+            parallel_tool_calls: False allows at most one call per reply.
+            strict: Accepted for compatibility: arguments always follow the schema here (the
+                output is grammar-constrained).
+            **kwargs: Further call arguments to bind.
+
+        Raises:
+            ValueError: ``tool_choice`` names a tool not in ``tools``, or is True with several
+                tools.
+        """
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        names = [t["function"]["name"] for t in formatted]
+        if tool_choice is not None and tool_choice is not False:
+            kwargs["tool_choice"] = _tool_choice(tool_choice, names)
+        elif tool_choice is False:
+            kwargs["tool_choice"] = "none"
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        return super().bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
+        """Output parsed into ``schema``; with the default method it always validates.
+
+        Args:
+            schema: A Pydantic class (the result is an instance), or a TypedDict, JSON schema
+                or OpenAI tool dict (the result is a dict).
+            method: "json_schema" (default): the reply is constrained by a grammar built from
+                the schema. "function_calling": the model is made to call a tool with the
+                schema as its arguments (also grammar-constrained). "json_mode": accepted
+                for compatibility, and grammar-constrained by the schema like "json_schema"
+                (a hosted JSON mode only promises some JSON object).
+            include_raw: Return ``{"raw": AIMessage, "parsed": ..., "parsing_error": ...}``
+                instead of raising on a parsing error.
+            strict: Accepted for compatibility; json_schema and function_calling are always
+                strict here.
+            **kwargs: Must be empty.
+
+        Raises:
+            ValueError: An unknown method or keyword argument.
+        """
+        if kwargs:
+            raise ValueError(f"unexpected arguments: {sorted(kwargs)}")
+        pydantic_schema = isinstance(schema, type) and is_basemodel_subclass(schema)
+        tool = convert_to_openai_tool(schema)
+        name = tool["function"]["name"]
+        trace = {"kwargs": {"method": method, "strict": strict}, "schema": tool}
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            llm = self.bind_tools(
+                [schema], tool_choice=name, parallel_tool_calls=False,
+                ls_structured_output_format=trace,
+            )
+            if pydantic_schema:
+                parser = PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+            else:
+                parser = JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+        elif method in ("json_schema", "json_mode"):
+            # json_mode, too, follows the schema: a hosted JSON mode only promises some JSON
+            # object, but a local grammar for the exact schema costs nothing and always parses
+            response_format: dict[str, Any] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": name,
+                    "schema": convert_to_json_schema(schema),
+                    "strict": True,
+                },
+            }
+            llm = self.bind(response_format=response_format, ls_structured_output_format=trace)
+            if pydantic_schema:
+                parser = PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+            else:
+                parser = JsonOutputParser()
+        else:
+            raise ValueError(
+                f"method must be 'json_schema', 'function_calling' or 'json_mode', not {method!r}"
+            )
+        if not include_raw:
+            return llm | parser
+        parse = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parse.with_fallbacks(
+            [no_parse], exception_key="parsing_error"
+        )
+
+
+def _tool_choice(choice: dict[str, Any] | str | bool, names: list[str]) -> dict[str, Any] | str:
+    """OpenAI ``tool_choice`` from LangChain's spellings."""
+    if choice is True:
+        if len(names) != 1:
+            raise ValueError("tool_choice=True needs exactly one tool; name the tool instead")
+        return {"type": "function", "function": {"name": names[0]}}
+    if isinstance(choice, str):
+        if choice in ("auto", "none", "required"):
+            return choice
+        if choice == "any":
+            return "required"
+        if choice not in names:
+            raise ValueError(f"tool_choice {choice!r} is not one of the bound tools: {names}")
+        return {"type": "function", "function": {"name": choice}}
+    if isinstance(choice, dict):
+        name = choice.get("function", {}).get("name") or choice.get("name")
+        if name is not None and name not in names:
+            raise ValueError(f"tool_choice names {name!r}, which is not one of the tools: {names}")
+        return choice
+    raise ValueError(f"unsupported tool_choice {choice!r}")

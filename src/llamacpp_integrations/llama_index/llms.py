@@ -1,0 +1,976 @@
+"""``LlamaCPP``: a LlamaIndex ``FunctionCallingLLM`` running a GGUF model in-process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.bridge.pydantic import BaseModel, Field, PrivateAttr
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.constants import (
+    DEFAULT_CONTEXT_WINDOW,
+    DEFAULT_NUM_OUTPUTS,
+    DEFAULT_TEMPERATURE,
+)
+
+# re-exported by llama_index.core.instrumentation without an __all__ entry
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+from llama_index.core.instrumentation.events.llm import (
+    LLMStructuredPredictEndEvent,
+    LLMStructuredPredictInProgressEvent,
+    LLMStructuredPredictStartEvent,
+)
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
+from llama_index.core.prompts import PromptTemplate
+from llama_index.core.types import BaseOutputParser, Model, PydanticProgramMode
+
+from ..errors import InvalidParameterError
+from ..llama import Llama
+from ..models import default_model_path
+from ._messages import (
+    ChatStreamAccumulator,
+    chat_response,
+    completion_response,
+    to_openai_messages,
+    tool_calls_of,
+    tool_selections,
+    usage_kwargs,
+)
+from .download import download_model
+
+if TYPE_CHECKING:
+    from llama_index.core.program.utils import FlexibleModel
+    from llama_index.core.tools.types import BaseTool
+
+__all__ = ["LlamaCPP"]
+
+dispatcher = get_dispatcher(__name__)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_TEMPLATE_ONLY = ("tools", "functions", "response_format")
+"""Arguments only the model's chat template can express (a custom formatter cannot)."""
+
+
+def _chat_callback(f: _F) -> _F:
+    return cast(_F, llm_chat_callback()(f))
+
+
+def _completion_callback(f: _F) -> _F:
+    return cast(_F, llm_completion_callback()(f))
+
+
+def _span(f: _F) -> _F:
+    return cast(_F, dispatcher.span(f))
+
+
+def _json_schema_format(output_cls: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": output_cls.__name__, "schema": output_cls.model_json_schema()},
+    }
+
+
+class LlamaCPP(FunctionCallingLLM):
+    """A GGUF model running in-process on llama.cpp, as a LlamaIndex function-calling LLM.
+
+    A drop-in replacement for ``llama_index.llms.llama_cpp.LlamaCPP``: the same fields, but
+    chat uses the model's own chat template (no hand-written ``[INST]`` formatters), tools and
+    structured output are grammar-constrained so they always parse, async methods never block
+    the event loop, and per-call arguments are honoured.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install "llamacpp-integrations[llama-index]"
+
+    Instantiate:
+        .. code-block:: python
+
+            from llamacpp_integrations.llama_index import LlamaCPP
+
+            llm = LlamaCPP(model_path="model.gguf", temperature=0.1, max_new_tokens=256)
+            llm = LlamaCPP()  # the default model (SmolLM2-135M-Instruct)
+            llm = LlamaCPP(model_url="https://example.org/model.gguf", model_sha256="...")
+
+    Invoke:
+        .. code-block:: python
+
+            llm.complete("Name a colour.").text
+            llm.chat([ChatMessage(role="user", content="Hi")]).message.content
+            llm.complete("Count to 3", stop=["3"], temperature=0.0, max_tokens=16)
+
+    Stream:
+        .. code-block:: python
+
+            for r in llm.stream_complete("Tell me a story"):
+                print(r.delta, end="")
+
+    Async:
+        .. code-block:: python
+
+            await llm.acomplete("Hi")
+            async for r in await llm.astream_chat(messages):
+                print(r.delta, end="")
+
+    Tool calling:
+        .. code-block:: python
+
+            from llama_index.core.agent.workflow import FunctionAgent
+
+            agent = FunctionAgent(tools=[add_tool], llm=llm)
+            response = llm.chat_with_tools([add_tool], user_msg="What is 2 plus 3?")
+            llm.get_tool_calls_from_response(response)
+
+    Structured output:
+        .. code-block:: python
+
+            llm.structured_predict(Person, PromptTemplate("Describe {name}"), name="Ada")
+            llm.as_structured_llm(Person).complete("Describe Ada")
+
+    Token usage:
+        ``response.additional_kwargs`` holds ``prompt_tokens``, ``completion_tokens`` and
+        ``total_tokens``; ``response.raw`` is the engine's OpenAI-shaped response.
+
+    Real token counts for LlamaIndex's prompt budgets:
+        .. code-block:: python
+
+            from llama_index.core import Settings
+            Settings.tokenizer = llm.tokenizer
+    """
+
+    model_url: str | None = Field(
+        default=None, description="URL of a GGUF file to download (once) when no model_path."
+    )
+    """URL of a GGUF file, downloaded once into the cache when ``model_path`` is not given."""
+    model_path: str | None = Field(
+        default=None, description="Path to a GGUF file; the default model when None."
+    )
+    """Path to a GGUF file. With neither a path nor a URL, the default model is used."""
+    model_sha256: str | None = Field(
+        default=None, description="Expected SHA-256 of the file at model_url."
+    )
+    """Expected SHA-256 (hex) of the file at ``model_url``; a mismatch raises."""
+    temperature: float = Field(
+        default=DEFAULT_TEMPERATURE, ge=0.0, description="Sampling temperature (0 is greedy)."
+    )
+    """Sampling temperature; 0 is greedy. A call's ``temperature=`` overrides it."""
+    max_new_tokens: int = Field(
+        default=DEFAULT_NUM_OUTPUTS, gt=0, description="Tokens to generate at most."
+    )
+    """Tokens to generate at most; a call's ``max_tokens=`` overrides it."""
+    context_window: int = Field(
+        default=DEFAULT_CONTEXT_WINDOW,
+        gt=0,
+        description="Context window requested from the engine (capped at the model's).",
+    )
+    """Context window to create the engine with, capped at the model's training context.
+    ``metadata.context_window`` reports what the engine actually holds."""
+    generate_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Default generation arguments of every call."
+    )
+    """Default generation arguments (``top_p``, ``top_k``, ``stop``, ``seed``,
+    ``repeat_penalty``, ...) of every call; a call's own arguments override them."""
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Arguments of the Llama constructor."
+    )
+    """Arguments of the :class:`~llamacpp_integrations.Llama` constructor (``n_gpu_layers``,
+    ``n_threads``, ``n_batch``, ``n_seq_max``, ``seed``, ``chat_format``, ...)."""
+    verbose: bool = Field(default=False, description="Log llama.cpp's output.")
+    """Forward llama.cpp's log to the ``llamacpp_integrations`` logger."""
+
+    _client: Llama = PrivateAttr()
+    _owns_client: bool = PrivateAttr(default=True)
+    _custom_messages_to_prompt: bool = PrivateAttr(default=False)
+    _custom_completion_to_prompt: bool = PrivateAttr(default=False)
+
+    def __init__(
+        self,
+        model_url: str | None = None,
+        model_path: str | os.PathLike[str] | None = None,
+        temperature: float = DEFAULT_TEMPERATURE,
+        max_new_tokens: int = DEFAULT_NUM_OUTPUTS,
+        context_window: int = DEFAULT_CONTEXT_WINDOW,
+        callback_manager: CallbackManager | None = None,
+        generate_kwargs: dict[str, Any] | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        verbose: bool = False,
+        system_prompt: str | None = None,
+        messages_to_prompt: Callable[[Sequence[ChatMessage]], str] | None = None,
+        completion_to_prompt: Callable[[str], str] | None = None,
+        pydantic_program_mode: PydanticProgramMode = PydanticProgramMode.DEFAULT,
+        output_parser: BaseOutputParser | None = None,
+        *,
+        client: Llama | None = None,
+        model_sha256: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Loads the model (or shares ``client``).
+
+        Args:
+            model_url: URL of a GGUF file, downloaded once into the cache (with a progress bar,
+                resuming an interrupted download) when ``model_path`` is not given.
+            model_path: Path to a GGUF file. With neither a path nor a URL (nor a client), the
+                default model is used.
+            temperature: Sampling temperature; 0 is greedy.
+            max_new_tokens: Tokens to generate at most per call.
+            context_window: Context window of the engine, capped at the model's training
+                context (ignored with ``client``).
+            callback_manager: LlamaIndex callback manager.
+            generate_kwargs: Default generation arguments of every call.
+            model_kwargs: Arguments of the :class:`~llamacpp_integrations.Llama` constructor
+                (``n_ctx`` there overrides ``context_window``).
+            verbose: Forward llama.cpp's log to the ``llamacpp_integrations`` logger.
+            system_prompt: System message added to chats that have none, and to completions.
+            messages_to_prompt: A formatter of messages into a raw prompt. Only when given,
+                chat uses it instead of the model's chat template (except with tools or
+                structured output, which need the template).
+            completion_to_prompt: A formatter of a completion prompt into a raw prompt. Only
+                when given, ``complete`` uses it instead of the model's chat template.
+            pydantic_program_mode: How ``structured_predict`` works: ``DEFAULT`` uses the
+                JSON-schema grammar; other modes use LlamaIndex's programs.
+            output_parser: LlamaIndex output parser for ``predict``.
+            client: A :class:`~llamacpp_integrations.Llama` to use instead of loading one (it
+                is shared, and not closed by :meth:`close`).
+            model_sha256: Expected SHA-256 (hex) of the file at ``model_url``.
+            **kwargs: Other LlamaIndex ``LLM`` fields.
+
+        Raises:
+            ModelLoadError: The model file is missing or invalid, or the download failed.
+            InvalidParameterError: A bad URL, hash or engine argument.
+            TypeError: An unknown key in ``model_kwargs``.
+        """
+        super().__init__(
+            model_url=model_url,
+            model_path=os.fspath(model_path) if model_path is not None else None,
+            model_sha256=model_sha256,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            context_window=context_window,
+            callback_manager=callback_manager or CallbackManager([]),
+            generate_kwargs=dict(generate_kwargs or {}),
+            model_kwargs=dict(model_kwargs or {}),
+            verbose=verbose,
+            system_prompt=system_prompt,
+            messages_to_prompt=messages_to_prompt,
+            completion_to_prompt=completion_to_prompt,
+            pydantic_program_mode=pydantic_program_mode,
+            output_parser=output_parser,
+            **kwargs,
+        )
+        self._custom_messages_to_prompt = messages_to_prompt is not None
+        self._custom_completion_to_prompt = completion_to_prompt is not None
+        if client is not None:
+            self._client = client
+            self._owns_client = False
+            self.model_path = client.model_path
+            self.context_window = client.n_ctx()
+            return
+        if self.model_path is None:
+            if self.model_url is not None:
+                self.model_path = str(download_model(self.model_url, sha256=self.model_sha256))
+            else:
+                self.model_path = default_model_path()
+        self._client = self._load(self.model_path)
+        self._owns_client = True
+
+    def _load(self, path: str) -> Llama:
+        params: dict[str, Any] = {"n_ctx": self.context_window, "verbose": self.verbose}
+        params.update(self.model_kwargs)
+        llm = Llama(model_path=path, **params)
+        n_train = int(llm.native_model.n_ctx_train)
+        if "n_ctx" not in self.model_kwargs and 0 < n_train < llm.n_ctx():
+            # more than the model was trained on: use the model's own window instead
+            capped = Llama(model_path=path, **{**params, "n_ctx": n_train})
+            llm.close()
+            llm = capped
+        return llm
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LlamaCPP"
+
+    @property
+    def client(self) -> Llama:
+        """The :class:`~llamacpp_integrations.Llama` engine behind this LLM."""
+        return self._client
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """Context window (as the engine holds it), output budget, and capabilities."""
+        return LLMMetadata(
+            context_window=self._client.n_ctx(),
+            num_output=self.max_new_tokens,
+            is_chat_model=True,
+            is_function_calling_model=True,
+            model_name=Path(self.model_path or "").name,
+        )
+
+    def close(self) -> None:
+        """Releases the engine (unless it was passed in as ``client``)."""
+        if self._owns_client:
+            self._client.close()
+
+    # ------------------------------------------------------------------ tokens
+
+    def tokenize(self, text: str) -> list[int]:
+        """The model's token ids of ``text`` (no BOS, special tokens as plain text).
+
+        Args:
+            text: The text to count.
+
+        Returns:
+            The token ids.
+        """
+        return self._client.tokenize(text, add_bos=False, special=False)
+
+    @property
+    def tokenizer(self) -> Callable[[str], list[int]]:
+        """A tokenizer function for ``Settings.tokenizer`` / ``set_global_tokenizer``, so that
+        LlamaIndex's prompt budgets count this model's real tokens."""
+        return self.tokenize
+
+    # ------------------------------------------------------------------ requests
+
+    def _params(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The generation arguments of one call: defaults < generate_kwargs < the call's."""
+        params: dict[str, Any] = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_new_tokens,
+        }
+        params.update(self.generate_kwargs)
+        params.update(kwargs)
+        if "max_new_tokens" in params:
+            params["max_tokens"] = params.pop("max_new_tokens")
+        for key in ("stream", "formatted"):
+            if key in params:
+                raise InvalidParameterError(f"{key!r} is not a generation argument")
+        return params
+
+    def _chat_messages(self, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+        out = to_openai_messages(messages)
+        if self.system_prompt and not any(m["role"] == "system" for m in out):
+            out.insert(0, {"role": "system", "content": self.system_prompt})
+        return out
+
+    def _uses_formatter(self, params: dict[str, Any]) -> bool:
+        return self._custom_messages_to_prompt and not any(params.get(k) for k in _TEMPLATE_ONLY)
+
+    def _chat_args(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+    ) -> tuple[bool, Any, dict[str, Any]]:
+        """(raw completion?, prompt or OpenAI messages, generation arguments)."""
+        params = self._params(kwargs)
+        if self._uses_formatter(params):
+            assert self.messages_to_prompt is not None
+            return True, self.messages_to_prompt(messages), params
+        return False, self._chat_messages(messages), params
+
+    def _completion_args(
+        self, prompt: str, formatted: bool, kwargs: dict[str, Any]
+    ) -> tuple[bool, Any, dict[str, Any]]:
+        """(raw completion?, prompt or OpenAI messages, generation arguments)."""
+        params = self._params(kwargs)
+        if formatted:
+            return True, prompt, params
+        if self._custom_completion_to_prompt:
+            assert self.completion_to_prompt is not None
+            return True, self.completion_to_prompt(prompt), params
+        messages: list[dict[str, Any]] = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": prompt})
+        return False, messages, params
+
+    def _completion(self, prompt: str, params: dict[str, Any]) -> Mapping[str, Any]:
+        out = self._client.create_completion(prompt, **params)
+        assert isinstance(out, dict)
+        return out
+
+    def _chat_completion(
+        self, messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> Mapping[str, Any]:
+        out = self._client.create_chat_completion(messages, **params)
+        assert isinstance(out, dict)
+        return out
+
+    async def _acompletion(self, prompt: str, params: dict[str, Any]) -> Mapping[str, Any]:
+        out = await self._client.acreate_completion(prompt, **params)
+        assert isinstance(out, dict)
+        return out
+
+    async def _achat_completion(
+        self, messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> Mapping[str, Any]:
+        out = await self._client.acreate_chat_completion(messages, **params)
+        assert isinstance(out, dict)
+        return out
+
+    # ------------------------------------------------------------------ chat
+
+    @_chat_callback
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Replies to ``messages`` with the model's chat template.
+
+        Args:
+            messages: The conversation (text, tool calls, tool results).
+            **kwargs: Generation arguments for this call only: ``temperature``,
+                ``max_tokens``, ``stop``, ``top_p``, ``top_k``, ``seed``, ``tools``,
+                ``tool_choice``, ``response_format``, ``logprobs``, ... (see
+                :meth:`Llama.create_chat_completion`).
+
+        Returns:
+            The reply; tool calls are ``ToolCallBlock`` blocks (and OpenAI dicts in
+            ``message.additional_kwargs["tool_calls"]``).
+        """
+        raw_prompt, request, params = self._chat_args(messages, kwargs)
+        if raw_prompt:
+            return _text_as_chat(completion_response(self._completion(request, params)))
+        return chat_response(self._chat_completion(request, params))
+
+    @_chat_callback
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """Streams the reply to ``messages``; each response holds the message so far.
+
+        Args:
+            messages: The conversation.
+            **kwargs: Generation arguments for this call only, as in :meth:`chat`.
+
+        Returns:
+            A generator of responses (``delta`` is the new text); closing it stops generation.
+        """
+        raw_prompt, request, params = self._chat_args(messages, kwargs)
+        if raw_prompt:
+            return _chat_from_completion_stream(
+                self._client.create_completion(request, stream=True, **params)
+            )
+        return _chat_stream(self._client.create_chat_completion(request, stream=True, **params))
+
+    @_chat_callback
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """:meth:`chat` without blocking the event loop; cancelling the task stops generation.
+
+        Args:
+            messages: The conversation.
+            **kwargs: Generation arguments for this call only, as in :meth:`chat`.
+
+        Returns:
+            The reply.
+        """
+        raw_prompt, request, params = self._chat_args(messages, kwargs)
+        if raw_prompt:
+            out = await self._acompletion(request, params)
+            return _text_as_chat(completion_response(out))
+        return chat_response(await self._achat_completion(request, params))
+
+    @_chat_callback
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        """:meth:`stream_chat` for asyncio.
+
+        Args:
+            messages: The conversation.
+            **kwargs: Generation arguments for this call only, as in :meth:`chat`.
+
+        Returns:
+            An async generator of responses; closing it stops generation.
+        """
+        raw_prompt, request, params = self._chat_args(messages, kwargs)
+        if raw_prompt:
+            return _achat_from_completion_stream(
+                await self._client.acreate_completion(request, stream=True, **params)
+            )
+        return _achat_stream(
+            await self._client.acreate_chat_completion(request, stream=True, **params)
+        )
+
+    # ------------------------------------------------------------------ completion
+
+    @_completion_callback
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Completes ``prompt``.
+
+        Without ``formatted`` and without a ``completion_to_prompt`` formatter, the prompt is
+        sent as a user message through the model's chat template (after ``system_prompt``).
+
+        Args:
+            prompt: The prompt.
+            formatted: The prompt is already formatted for the model: send it as raw text.
+            **kwargs: Generation arguments for this call only (``temperature``,
+                ``max_tokens``, ``stop``, ``seed``, ...).
+
+        Returns:
+            The completion.
+        """
+        raw_prompt, request, params = self._completion_args(prompt, formatted, kwargs)
+        if raw_prompt:
+            return completion_response(self._completion(request, params))
+        return completion_response(self._chat_completion(request, params))
+
+    @_completion_callback
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        """Streams the completion of ``prompt``.
+
+        Args:
+            prompt: The prompt.
+            formatted: The prompt is already formatted for the model: send it as raw text.
+            **kwargs: Generation arguments for this call only.
+
+        Returns:
+            A generator of responses (``text`` so far, ``delta`` new); closing it stops.
+        """
+        raw_prompt, request, params = self._completion_args(prompt, formatted, kwargs)
+        if raw_prompt:
+            return _completion_stream(
+                self._client.create_completion(request, stream=True, **params)
+            )
+        return _completion_stream(
+            self._client.create_chat_completion(request, stream=True, **params)
+        )
+
+    @_completion_callback
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        """:meth:`complete` without blocking the event loop.
+
+        Args:
+            prompt: The prompt.
+            formatted: The prompt is already formatted for the model: send it as raw text.
+            **kwargs: Generation arguments for this call only.
+
+        Returns:
+            The completion.
+        """
+        raw_prompt, request, params = self._completion_args(prompt, formatted, kwargs)
+        if raw_prompt:
+            return completion_response(await self._acompletion(request, params))
+        return completion_response(await self._achat_completion(request, params))
+
+    @_completion_callback
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        """:meth:`stream_complete` for asyncio.
+
+        Args:
+            prompt: The prompt.
+            formatted: The prompt is already formatted for the model: send it as raw text.
+            **kwargs: Generation arguments for this call only.
+
+        Returns:
+            An async generator of responses; closing it stops generation.
+        """
+        raw_prompt, request, params = self._completion_args(prompt, formatted, kwargs)
+        if raw_prompt:
+            return _acompletion_stream(
+                await self._client.acreate_completion(request, stream=True, **params)
+            )
+        return _acompletion_stream(
+            await self._client.acreate_chat_completion(request, stream=True, **params)
+        )
+
+    # ------------------------------------------------------------------ tools
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The arguments of :meth:`chat` for a chat with ``tools``.
+
+        Args:
+            tools: The tools the model may call.
+            user_msg: A user message appended to the history.
+            chat_history: The conversation so far.
+            verbose: Unused (kept for the interface).
+            allow_parallel_tool_calls: Let the model call several tools in one reply.
+            tool_required: The model must call a tool (``tool_choice="required"``).
+            tool_choice: ``"auto"``, ``"none"``, ``"required"``, a tool name, or an OpenAI
+                ``{"type": "function", "function": {"name": ...}}``; overrides
+                ``tool_required``.
+            **kwargs: Generation arguments passed on to :meth:`chat`.
+
+        Returns:
+            Keyword arguments for :meth:`chat` / :meth:`achat` and their streaming forms.
+        """
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            if isinstance(user_msg, str):
+                user_msg = ChatMessage(role=MessageRole.USER, content=user_msg)
+            messages.append(user_msg)
+        out: dict[str, Any] = {"messages": messages, **kwargs}
+        specs = [t.metadata.to_openai_tool(skip_length_check=True) for t in tools]
+        if not specs:
+            return out
+        names = {s["function"]["name"] for s in specs}
+        choice: Any
+        if tool_choice is None:
+            choice = "required" if tool_required else "auto"
+        elif isinstance(tool_choice, str) and tool_choice in names:
+            choice = {"type": "function", "function": {"name": tool_choice}}
+        else:
+            choice = tool_choice
+        out.update(tools=specs, tool_choice=choice, parallel_tool_calls=allow_parallel_tool_calls)
+        return out
+
+    def _validate_chat_with_tools_response(
+        self,
+        response: ChatResponse,
+        tools: Sequence[BaseTool],
+        allow_parallel_tool_calls: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        """Keeps only the first tool call unless parallel calls are allowed.
+
+        Args:
+            response: The reply of :meth:`chat_with_tools`.
+            tools: The tools that were offered.
+            allow_parallel_tool_calls: Keep every tool call.
+            **kwargs: Unused.
+
+        Returns:
+            The response, with at most one tool call unless parallel calls are allowed.
+        """
+        if allow_parallel_tool_calls:
+            return response
+        calls = tool_calls_of(response.message)
+        if len(calls) <= 1:
+            return response
+        message = response.message
+        first = calls[0]
+        message.blocks = [b for b in message.blocks if b not in calls[1:]]
+        if not any(b is first for b in message.blocks):
+            message.blocks.append(first)
+        if message.additional_kwargs.get("tool_calls"):
+            message.additional_kwargs["tool_calls"] = message.additional_kwargs["tool_calls"][:1]
+        return response
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The tool calls of a response (also of a partial, streamed one).
+
+        Args:
+            response: A response of :meth:`chat_with_tools` or a streamed chunk of it.
+            error_on_no_tool_call: Raise when the response calls no tool.
+            **kwargs: Unused.
+
+        Returns:
+            One ``ToolSelection`` per call, with the arguments as a dict.
+
+        Raises:
+            ValueError: No tool call and ``error_on_no_tool_call``.
+        """
+        selections = tool_selections(response.message)
+        if not selections and error_on_no_tool_call:
+            raise ValueError(
+                "Expected at least one tool call, but the model answered in text: "
+                f"{(response.message.content or '')[:200]!r}"
+            )
+        return selections
+
+    # ------------------------------------------------------------------ structured output
+
+    def _structured_request(
+        self,
+        output_cls: type[BaseModel],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None,
+        prompt_args: dict[str, Any],
+    ) -> tuple[list[ChatMessage], dict[str, Any]]:
+        messages = self._extend_messages(prompt.format_messages(llm=self, **prompt_args))
+        kwargs = dict(llm_kwargs or {})
+        for key in ("tools", "tool_choice", "tool_required", "allow_parallel_tool_calls"):
+            kwargs.pop(key, None)
+        kwargs["response_format"] = _json_schema_format(output_cls)
+        return messages, kwargs
+
+    @_span
+    def structured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Model:
+        """A ``output_cls`` instance from the model, generated under its JSON-schema grammar.
+
+        With ``pydantic_program_mode`` other than ``DEFAULT``, LlamaIndex's program for that
+        mode is used instead.
+
+        Args:
+            output_cls: The Pydantic class to produce.
+            prompt: The prompt template.
+            llm_kwargs: Generation arguments for the call.
+            **prompt_args: Variables of the template.
+
+        Returns:
+            The validated instance.
+        """
+        if self.pydantic_program_mode != PydanticProgramMode.DEFAULT:
+            fallback: Model = super().structured_predict(
+                output_cls, prompt, llm_kwargs, **prompt_args
+            )
+            return fallback
+        dispatcher.event(
+            LLMStructuredPredictStartEvent(
+                output_cls=output_cls, template=prompt, template_args=prompt_args
+            )
+        )
+        messages, kwargs = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+        response = self.chat(messages, **kwargs)
+        result: Model = output_cls.model_validate_json(response.message.content or "")
+        dispatcher.event(LLMStructuredPredictEndEvent(output=result))
+        return result
+
+    @_span
+    async def astructured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Model:
+        """:meth:`structured_predict` without blocking the event loop.
+
+        Args:
+            output_cls: The Pydantic class to produce.
+            prompt: The prompt template.
+            llm_kwargs: Generation arguments for the call.
+            **prompt_args: Variables of the template.
+
+        Returns:
+            The validated instance.
+        """
+        if self.pydantic_program_mode != PydanticProgramMode.DEFAULT:
+            afallback: Model = await super().astructured_predict(
+                output_cls, prompt, llm_kwargs, **prompt_args
+            )
+            return afallback
+        dispatcher.event(
+            LLMStructuredPredictStartEvent(
+                output_cls=output_cls, template=prompt, template_args=prompt_args
+            )
+        )
+        messages, kwargs = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+        response = await self.achat(messages, **kwargs)
+        result: Model = output_cls.model_validate_json(response.message.content or "")
+        dispatcher.event(LLMStructuredPredictEndEvent(output=result))
+        return result
+
+    @_span
+    def stream_structured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Generator[Model | FlexibleModel, None, None]:
+        """Streams partial ``output_cls`` objects as the JSON arrives; the last one validates.
+
+        Args:
+            output_cls: The Pydantic class to produce.
+            prompt: The prompt template.
+            llm_kwargs: Generation arguments for the call.
+            **prompt_args: Variables of the template.
+
+        Returns:
+            A generator of partial objects (fields fill in as they arrive).
+        """
+        if self.pydantic_program_mode != PydanticProgramMode.DEFAULT:
+            return super().stream_structured_predict(output_cls, prompt, llm_kwargs, **prompt_args)
+        messages, kwargs = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+
+        def gen() -> Generator[Model | FlexibleModel, None, None]:
+            dispatcher.event(
+                LLMStructuredPredictStartEvent(
+                    output_cls=output_cls, template=prompt, template_args=prompt_args
+                )
+            )
+            partial = _PartialObjects(output_cls)
+            for response in self.stream_chat(messages, **kwargs):
+                obj = partial.update(response)
+                if obj is not None:
+                    dispatcher.event(LLMStructuredPredictInProgressEvent(output=obj))
+                    yield obj
+            final = partial.final()
+            yield final
+            dispatcher.event(LLMStructuredPredictEndEvent(output=final))
+
+        return gen()
+
+    @_span
+    async def astream_structured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> AsyncGenerator[Model | FlexibleModel, None]:
+        """:meth:`stream_structured_predict` for asyncio.
+
+        Args:
+            output_cls: The Pydantic class to produce.
+            prompt: The prompt template.
+            llm_kwargs: Generation arguments for the call.
+            **prompt_args: Variables of the template.
+
+        Returns:
+            An async generator of partial objects; the last one validates.
+        """
+        if self.pydantic_program_mode != PydanticProgramMode.DEFAULT:
+            return await super().astream_structured_predict(
+                output_cls, prompt, llm_kwargs, **prompt_args
+            )
+        messages, kwargs = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+
+        async def gen() -> AsyncGenerator[Model | FlexibleModel, None]:
+            dispatcher.event(
+                LLMStructuredPredictStartEvent(
+                    output_cls=output_cls, template=prompt, template_args=prompt_args
+                )
+            )
+            partial = _PartialObjects(output_cls)
+            async for response in await self.astream_chat(messages, **kwargs):
+                obj = partial.update(response)
+                if obj is not None:
+                    dispatcher.event(LLMStructuredPredictInProgressEvent(output=obj))
+                    yield obj
+            final = partial.final()
+            yield final
+            dispatcher.event(LLMStructuredPredictEndEvent(output=final))
+
+        return gen()
+
+
+class _PartialObjects:
+    """Partial objects of a streamed JSON reply, through LlamaIndex's own partial parsing."""
+
+    def __init__(self, output_cls: type[Any]) -> None:
+        self.output_cls = output_cls
+        self.current: Any = None
+        self.text = ""
+
+    def update(self, response: ChatResponse) -> Any:
+        from llama_index.core.program.utils import process_streaming_objects
+
+        self.text = response.message.content or ""
+        if not response.delta:
+            return None
+        self.current = process_streaming_objects(
+            response,
+            self.output_cls,
+            cur_objects=[self.current] if self.current is not None else None,
+            flexible_mode=True,
+        )
+        return self.current
+
+    def final(self) -> Any:
+        return self.output_cls.model_validate_json(self.text)
+
+
+# ---------------------------------------------------------------------- stream adapters
+
+
+def _text_as_chat(response: CompletionResponse) -> ChatResponse:
+    return ChatResponse(
+        message=ChatMessage(role=MessageRole.ASSISTANT, content=response.text),
+        delta=response.delta,
+        raw=response.raw,
+        logprobs=response.logprobs,
+        additional_kwargs=response.additional_kwargs,
+    )
+
+
+def _chat_stream(stream: Any) -> ChatResponseGen:
+    acc = ChatStreamAccumulator()
+    try:
+        for chunk in stream:
+            response = acc.add(chunk)
+            if response is not None:
+                yield response
+    finally:
+        stream.close()
+
+
+async def _achat_stream(stream: Any) -> ChatResponseAsyncGen:
+    acc = ChatStreamAccumulator()
+    try:
+        async for chunk in stream:
+            response = acc.add(chunk)
+            if response is not None:
+                yield response
+    finally:
+        stream.close()
+
+
+def _completion_chunk_text(chunk: Any) -> str:
+    choice = chunk["choices"][0]
+    if "delta" in choice:
+        return str(choice["delta"].get("content") or "")
+    return str(choice.get("text") or "")
+
+
+def _completion_stream(stream: Any) -> CompletionResponseGen:
+    text = ""
+    try:
+        for chunk in stream:
+            delta = _completion_chunk_text(chunk)
+            text += delta
+            if delta or "usage" in chunk:
+                yield _completion_chunk(text, delta, chunk)
+    finally:
+        stream.close()
+
+
+async def _acompletion_stream(stream: Any) -> CompletionResponseAsyncGen:
+    text = ""
+    try:
+        async for chunk in stream:
+            delta = _completion_chunk_text(chunk)
+            text += delta
+            if delta or "usage" in chunk:
+                yield _completion_chunk(text, delta, chunk)
+    finally:
+        stream.close()
+
+
+def _completion_chunk(text: str, delta: str, chunk: Any) -> CompletionResponse:
+    return CompletionResponse(
+        text=text, delta=delta, raw=dict(chunk), additional_kwargs=usage_kwargs(chunk)
+    )
+
+
+def _chat_from_completion_stream(stream: Any) -> ChatResponseGen:
+    for r in _completion_stream(stream):
+        yield _text_as_chat(r)
+
+
+async def _achat_from_completion_stream(stream: Any) -> ChatResponseAsyncGen:
+    async for r in _acompletion_stream(stream):
+        yield _text_as_chat(r)

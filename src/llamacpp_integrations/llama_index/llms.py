@@ -39,7 +39,7 @@ from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.types import BaseOutputParser, Model, PydanticProgramMode
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, LlamaError
 from ..llama import Llama
 from ..models import default_model_path
 from ._messages import (
@@ -77,6 +77,17 @@ def _completion_callback(f: _F) -> _F:
 
 def _span(f: _F) -> _F:
     return cast(_F, dispatcher.span(f))
+
+
+def _training_context(path: str) -> int:
+    """The context length the model was trained with, from the GGUF header (0 if unknown)."""
+    try:
+        with Llama(model_path=path, vocab_only=True) as probe:
+            meta = probe.metadata
+    except LlamaError:
+        return 0  # the real load reports the cause
+    value = meta.get(f"{meta.get('general.architecture', '')}.context_length", "")
+    return int(value) if value.isdigit() else 0
 
 
 def _json_schema_format(output_cls: type[BaseModel]) -> dict[str, Any]:
@@ -292,14 +303,11 @@ class LlamaCPP(FunctionCallingLLM):
     def _load(self, path: str) -> Llama:
         params: dict[str, Any] = {"n_ctx": self.context_window, "verbose": self.verbose}
         params.update(self.model_kwargs)
-        llm = Llama(model_path=path, **params)
-        n_train = int(llm.native_model.n_ctx_train)
-        if "n_ctx" not in self.model_kwargs and 0 < n_train < llm.n_ctx():
-            # more than the model was trained on: use the model's own window instead
-            capped = Llama(model_path=path, **{**params, "n_ctx": n_train})
-            llm.close()
-            llm = capped
-        return llm
+        if "n_ctx" not in self.model_kwargs:
+            n_train = _training_context(path)
+            if 0 < n_train < self.context_window:
+                params["n_ctx"] = n_train  # more than the model was trained on: use its own
+        return Llama(model_path=path, **params)
 
     @classmethod
     def class_name(cls) -> str:

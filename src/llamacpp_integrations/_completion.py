@@ -46,9 +46,7 @@ def _check_deadline(deadline: float | None) -> float | None:
     return left
 
 
-def wait_result(
-    request: _core.Request, deadline: float | None = None
-) -> _core.CompletionResult:
+def wait_result(request: _core.Request, deadline: float | None = None) -> _core.CompletionResult:
     """Waits for a request's result without blocking Ctrl-C (streamed events are dropped);
     cancels it on any exception, and raises TimeoutError past ``deadline`` (monotonic)."""
     try:

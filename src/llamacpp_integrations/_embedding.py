@@ -64,7 +64,7 @@ class EmbeddingMixin:
     @overload
     def embed(
         self,
-        input: Sequence[str],
+        input: list[str] | tuple[str, ...],
         normalize: bool = ...,
         truncate: bool = ...,
         return_count: bool = ...,
@@ -89,6 +89,11 @@ class EmbeddingMixin:
         Unlike llama-cpp-python, models without a pooling type are mean-pooled rather than
         returning one vector per token.
         """
+        return self._embed_any(input, normalize, truncate, return_count)
+
+    def _embed_any(
+        self, input: str | Sequence[str], normalize: bool, truncate: bool, return_count: bool
+    ) -> Any:
         texts, single = self._texts(input)
         vectors, count = self._embed_tokens(texts, normalize, truncate) if texts else ([], 0)
         out: Any = vectors[0] if single else vectors
@@ -98,7 +103,7 @@ class EmbeddingMixin:
         self, input: str | Sequence[str], normalize: bool = False, truncate: bool = True
     ) -> Any:
         """:meth:`embed` for asyncio (the engine works on its own thread; the loop stays free)."""
-        return await asyncio.to_thread(self.embed, input, normalize, truncate)
+        return await asyncio.to_thread(self._embed_any, input, normalize, truncate, False)
 
     def create_embedding(
         self,

@@ -46,9 +46,7 @@ class Joke(BaseModel):
 
 @pytest.fixture(scope="module")
 def chat(model_path: str) -> ChatLlamaCpp:
-    return ChatLlamaCpp(
-        model_path=model_path, n_ctx=2048, temperature=0, max_tokens=48, seed=1234
-    )
+    return ChatLlamaCpp(model_path=model_path, n_ctx=2048, temperature=0, max_tokens=48, seed=1234)
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +128,13 @@ def test_llamacpp_grammar_path_with_streaming_stdout(
 
 def test_gpu_style_parameters_accepted_on_cpu(model_path: str) -> None:
     llm = ChatLlamaCpp(
-        model_path=model_path, n_gpu_layers=40, n_batch=512, f16_kv=True, n_ctx=1024,
-        max_tokens=4, temperature=0,
+        model_path=model_path,
+        n_gpu_layers=40,
+        n_batch=512,
+        f16_kv=True,
+        n_ctx=1024,
+        max_tokens=4,
+        temperature=0,
     )
     assert llm.invoke("Hi").content is not None
 
@@ -267,7 +270,11 @@ class _Collector(BaseCallbackHandler):
 def test_on_llm_new_token_per_token_with_chunk(model_path: str) -> None:
     collector = _Collector()
     llm = ChatLlamaCpp(
-        model_path=model_path, n_ctx=1024, temperature=0, max_tokens=16, streaming=True,
+        model_path=model_path,
+        n_ctx=1024,
+        temperature=0,
+        max_tokens=16,
+        streaming=True,
         callbacks=[collector],
     )
     msg = llm.invoke("Name a colour.")
@@ -348,7 +355,7 @@ def test_unknown_field_raises(model_path: str) -> None:
 
 
 def test_missing_model_file_is_a_clear_error(tmp_path: Any) -> None:
-    with pytest.raises(ModelLoadError, match="no_such.gguf"):
+    with pytest.raises(ModelLoadError, match=r"no_such\.gguf"):
         ChatLlamaCpp(model_path=str(tmp_path / "no_such.gguf"))
 
 
@@ -393,12 +400,12 @@ def test_embeddings_normalised_batched_and_async(model_path: str) -> None:
     assert len(vectors) == 3 and all(len(v) == emb.llama.n_embd() for v in vectors)
     assert all(math.isclose(sum(x * x for x in v), 1.0, rel_tol=1e-4) for v in vectors)
     single = emb.embed_query(texts[0])
-    assert max(abs(a - b) for a, b in zip(single, vectors[0])) < 1e-4
+    assert max(abs(a - b) for a, b in zip(single, vectors[0], strict=True)) < 1e-4
 
     def cos(a: list[float], b: list[float]) -> float:
-        return sum(x * y for x, y in zip(a, b))
+        return sum(x * y for x, y in zip(a, b, strict=True))
 
     assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
     again = asyncio.run(emb.aembed_documents(texts))
-    assert max(abs(a - b) for a, b in zip(again[2], vectors[2])) < 1e-4
+    assert max(abs(a - b) for a, b in zip(again[2], vectors[2], strict=True)) < 1e-4
     assert emb.embed_documents([]) == []

@@ -175,7 +175,9 @@ class SamplingFields(BaseModel):
             raise ValueError("pass grammar or grammar_path, not both")
         return self
 
-    def sampling_call_kwargs(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    def sampling_call_kwargs(
+        self, stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """Keyword arguments for a ``Llama`` call: the fields, then the call's overrides."""
         out: dict[str, Any] = {
             "max_tokens": self.max_tokens,

@@ -13,7 +13,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import (
     JsonOutputKeyToolsParser,
@@ -73,9 +73,12 @@ class ChatLlamaCpp(LlamaLoadFields, SamplingFields, BaseChatModel):
     @model_validator(mode="before")
     @classmethod
     def _callback_manager_alias(cls, values: Any) -> Any:
-        if isinstance(values, dict) and values.get("callback_manager") is not None:
-            if values.get("callbacks") is None:
-                values = {**values, "callbacks": values["callback_manager"]}
+        if (
+            isinstance(values, dict)
+            and values.get("callback_manager") is not None
+            and values.get("callbacks") is None
+        ):
+            values = {**values, "callbacks": values["callback_manager"]}
         return values
 
     # ------------------------------------------------------------------ LangChain plumbing
@@ -149,7 +152,7 @@ class ChatLlamaCpp(LlamaLoadFields, SamplingFields, BaseChatModel):
         if choice["logprobs"] is not None:
             metadata["logprobs"] = choice["logprobs"]
         message = ai_message(dict(choice["message"]), response["usage"], metadata)
-        info = {"finish_reason": choice["finish_reason"]}
+        info: dict[str, Any] = {"finish_reason": choice["finish_reason"]}
         if choice["logprobs"] is not None:
             info["logprobs"] = choice["logprobs"]
         return ChatResult(
@@ -331,7 +334,9 @@ class ChatLlamaCpp(LlamaLoadFields, SamplingFields, BaseChatModel):
         parser: Runnable[Any, Any]
         if method == "function_calling":
             llm = self.bind_tools(
-                [schema], tool_choice=name, parallel_tool_calls=False,
+                [schema],
+                tool_choice=name,
+                parallel_tool_calls=False,
                 ls_structured_output_format=trace,
             )
             if pydantic_schema:

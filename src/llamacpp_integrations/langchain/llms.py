@@ -54,9 +54,12 @@ class LlamaCpp(LlamaLoadFields, SamplingFields, LLM):
     @model_validator(mode="before")
     @classmethod
     def _callback_manager_alias(cls, values: Any) -> Any:
-        if isinstance(values, dict) and values.get("callback_manager") is not None:
-            if values.get("callbacks") is None:
-                values = {**values, "callbacks": values["callback_manager"]}
+        if (
+            isinstance(values, dict)
+            and values.get("callback_manager") is not None
+            and values.get("callbacks") is None
+        ):
+            values = {**values, "callbacks": values["callback_manager"]}
         return values
 
     @property
@@ -93,7 +96,9 @@ class LlamaCpp(LlamaLoadFields, SamplingFields, LLM):
     def _name(self) -> str:
         return self.model_name or self.resolved_model_name
 
-    def _start(self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]) -> CompletionStream:
+    def _start(
+        self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> CompletionStream:
         call = self.sampling_call_kwargs(stop, kwargs)
         call.setdefault("suffix", self.suffix)
         call.setdefault("echo", self.echo)
@@ -151,7 +156,9 @@ class LlamaCpp(LlamaLoadFields, SamplingFields, LLM):
                         generation_info=chunks[-1].generation_info if chunks else None,
                     )
                 )
-            return LLMResult(generations=[[g] for g in texts], llm_output={"model_name": self._name()})
+            return LLMResult(
+                generations=[[g] for g in texts], llm_output={"model_name": self._name()}
+            )
         # queue every prompt before waiting, so the engine can work on them back to back
         streams = [self._start(p, stop, kwargs) for p in prompts]
         try:
@@ -177,7 +184,9 @@ class LlamaCpp(LlamaLoadFields, SamplingFields, LLM):
                         generation_info=chunks[-1].generation_info if chunks else None,
                     )
                 )
-            return LLMResult(generations=[[g] for g in texts], llm_output={"model_name": self._name()})
+            return LLMResult(
+                generations=[[g] for g in texts], llm_output={"model_name": self._name()}
+            )
         streams = [self._start(p, stop, kwargs) for p in prompts]
         try:
             return self._llm_result([await s.aresponse() for s in streams])

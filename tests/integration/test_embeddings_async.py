@@ -25,7 +25,7 @@ def test_embed_shapes_batching_and_normalisation(llm: Llama) -> None:
     resp = llm.create_embedding(texts[:2])
     assert resp["object"] == "list" and [d["index"] for d in resp["data"]] == [0, 1]
     assert resp["usage"]["prompt_tokens"] == sum(len(llm.tokenize(t)) for t in texts[:2])
-    vectors, count = llm.embed(texts, return_count=True)
+    _, count = llm.embed(texts, return_count=True)
     assert count == resp["usage"]["prompt_tokens"] + len(llm.tokenize(texts[2]))
 
 

@@ -409,3 +409,17 @@ def test_embeddings_normalised_batched_and_async(model_path: str) -> None:
     again = asyncio.run(emb.aembed_documents(texts))
     assert max(abs(a - b) for a, b in zip(again[2], vectors[2], strict=True)) < 1e-4
     assert emb.embed_documents([]) == []
+
+
+def test_chat_grammar_path_constrains_the_reply(model_path: str) -> None:
+    llm = ChatLlamaCpp(
+        model_path=model_path,
+        n_ctx=1024,
+        temperature=0,
+        max_tokens=64,
+        grammar_path=grammars.path("json_object"),
+    )
+    reply = llm.invoke("Describe a cat as JSON.")
+    assert isinstance(json.loads(reply.text), dict)
+    with pytest.raises(ValidationError, match="not both"):
+        ChatLlamaCpp(client=llm.llama, grammar='root ::= "a"', grammar_path="x.gbnf")

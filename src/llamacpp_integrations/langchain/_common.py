@@ -8,12 +8,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.language_models.base import LangSmithParams
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import InvalidParameterError
 from ..llama import Llama
 
-__all__ = ["LlamaLoadFields", "SamplingFields", "deadline_of"]
+__all__ = ["LlamaCppFields", "LlamaLoadFields", "SamplingFields", "deadline_of"]
+
+PROVIDER = "llamacpp"
+"""``ls_provider`` in traces, and ``model_provider`` in response metadata."""
 
 # Llama constructor arguments spelled as in langchain_community, and what they become.
 _LOAD_FIELDS = (
@@ -211,6 +216,61 @@ class SamplingFields(BaseModel):
                 continue
             out[key] = value
         return out
+
+
+class LlamaCppFields(LlamaLoadFields, SamplingFields):
+    """What ``ChatLlamaCpp`` and ``LlamaCpp`` share besides their base classes: the load and
+    sampling fields, the reported name, the deprecated ``callback_manager`` and trace params."""
+
+    model_name: str | None = None
+    """The name reported in responses and traces (default: the GGUF file name)."""
+    callback_manager: BaseCallbackManager | None = Field(default=None, exclude=True)
+    """Deprecated spelling of ``callbacks``, accepted for compatibility."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _callback_manager_alias(cls, values: Any) -> Any:
+        if (
+            isinstance(values, dict)
+            and values.get("callback_manager") is not None
+            and values.get("callbacks") is None
+        ):
+            values = {**values, "callbacks": values["callback_manager"]}
+        return values
+
+    def reported_name(self) -> str:
+        """``model_name``, else the GGUF file name."""
+        return self.model_name or self.resolved_model_name
+
+    def identifying_params(self) -> dict[str, Any]:
+        """What identifies this model and its settings (LangChain's ``_identifying_params``)."""
+        return {
+            "model_path": self.llama.model_path,
+            "n_ctx": self.llama.n_ctx(),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repeat_penalty": self.repeat_penalty,
+        }
+
+    def ls_params(
+        self, model_type: str, stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> LangSmithParams:
+        """LangSmith's standard trace params; a per-call ``model=`` is the reported name."""
+        params: LangSmithParams = {
+            "ls_provider": PROVIDER,
+            "ls_model_name": kwargs.get("model") or self.reported_name(),
+            "ls_model_type": model_type,  # type: ignore[typeddict-item]
+            "ls_temperature": kwargs.get("temperature", self.temperature),
+        }
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens:
+            params["ls_max_tokens"] = max_tokens
+        stops = stop or kwargs.get("stop") or self.stop
+        if stops:
+            params["ls_stop"] = list(stops)
+        return params
 
 
 def deadline_of(timeout: float | None) -> float | None:

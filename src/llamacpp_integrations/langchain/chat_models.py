@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
-    BaseCallbackManager,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -24,19 +23,17 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict
 
 from .._chat import ChatCompletionStream, ChatRequest
 from ..types import ChatCompletionChunk, ChatCompletionResponse
-from ._common import LlamaLoadFields, SamplingFields, deadline_of
+from ._common import PROVIDER, LlamaCppFields, deadline_of
 from ._messages import ai_message, ai_message_chunk, to_openai_messages, usage_metadata
 
 __all__ = ["ChatLlamaCpp"]
 
-_PROVIDER = "llamacpp"
 
-
-class ChatLlamaCpp(LlamaLoadFields, SamplingFields, BaseChatModel):
+class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
     """A LangChain chat model running a GGUF model in-process on llama.cpp.
 
     A drop-in replacement for ``langchain_community.chat_models.ChatLlamaCpp`` (same
@@ -65,22 +62,6 @@ class ChatLlamaCpp(LlamaLoadFields, SamplingFields, BaseChatModel):
     for that many alternatives per token (as ``top_logprobs``)."""
     top_logprobs: int | None = None
     """Alternatives per token with ``logprobs``."""
-    model_name: str | None = None
-    """The name reported in ``response_metadata`` and traces (default: the GGUF file name)."""
-    callback_manager: BaseCallbackManager | None = Field(default=None, exclude=True)
-    """Deprecated spelling of ``callbacks``, accepted for compatibility."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _callback_manager_alias(cls, values: Any) -> Any:
-        if (
-            isinstance(values, dict)
-            and values.get("callback_manager") is not None
-            and values.get("callbacks") is None
-        ):
-            values = {**values, "callbacks": values["callback_manager"]}
-        return values
-
     # ------------------------------------------------------------------ LangChain plumbing
 
     @property
@@ -89,33 +70,10 @@ class ChatLlamaCpp(LlamaLoadFields, SamplingFields, BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
-            "model_path": self.llama.model_path,
-            "n_ctx": self.llama.n_ctx(),
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "repeat_penalty": self.repeat_penalty,
-        }
+        return self.identifying_params()
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params: LangSmithParams = {
-            "ls_provider": _PROVIDER,
-            "ls_model_name": kwargs.get("model") or self._name(),
-            "ls_model_type": "chat",
-            "ls_temperature": kwargs.get("temperature", self.temperature),
-        }
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens:
-            params["ls_max_tokens"] = max_tokens
-        stops = stop or kwargs.get("stop") or self.stop
-        if stops:
-            params["ls_stop"] = list(stops)
-        return params
-
-    def _name(self) -> str:
-        return self.model_name or self.resolved_model_name
+        return self.ls_params("chat", stop, kwargs)
 
     def _call_kwargs(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         kwargs = dict(kwargs)
@@ -128,7 +86,7 @@ class ChatLlamaCpp(LlamaLoadFields, SamplingFields, BaseChatModel):
                 top = int(self.logprobs)
             if top is not None:
                 out["top_logprobs"] = top
-        out.setdefault("model", self._name())
+        out.setdefault("model", self.reported_name())
         return out
 
     def _start(
@@ -145,7 +103,7 @@ class ChatLlamaCpp(LlamaLoadFields, SamplingFields, BaseChatModel):
         choice = response["choices"][0]
         metadata: dict[str, Any] = {
             "model_name": response["model"],
-            "model_provider": _PROVIDER,
+            "model_provider": PROVIDER,
             "finish_reason": choice["finish_reason"],
             "timings": response["timings"],
         }
@@ -170,7 +128,7 @@ class ChatLlamaCpp(LlamaLoadFields, SamplingFields, BaseChatModel):
             message.chunk_position = "last"
             message.response_metadata = {
                 "model_name": chunk["model"],
-                "model_provider": _PROVIDER,
+                "model_provider": PROVIDER,
                 "finish_reason": choice["finish_reason"],
                 "timings": chunk.get("timings"),
             }
@@ -178,7 +136,7 @@ class ChatLlamaCpp(LlamaLoadFields, SamplingFields, BaseChatModel):
                 message.usage_metadata = usage_metadata(chunk["usage"])
             info = {**(info or {}), "finish_reason": choice["finish_reason"]}
         elif "model_provider" not in message.response_metadata:
-            message.response_metadata = {"model_provider": _PROVIDER}
+            message.response_metadata = {"model_provider": PROVIDER}
         return ChatGenerationChunk(message=message, generation_info=info)
 
     def _generate(

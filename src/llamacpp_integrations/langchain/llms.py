@@ -7,22 +7,21 @@ from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
-    BaseCallbackManager,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import LLM
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict
 
 from .._completion import CompletionStream
 from ..types import CompletionChunk, CompletionResponse
-from ._common import LlamaLoadFields, SamplingFields, deadline_of
+from ._common import LlamaCppFields, deadline_of
 
 __all__ = ["LlamaCpp"]
 
 
-class LlamaCpp(LlamaLoadFields, SamplingFields, LLM):
+class LlamaCpp(LlamaCppFields, LLM):
     """A LangChain LLM (text in, text out) running a GGUF model in-process on llama.cpp.
 
     A drop-in replacement for ``langchain_community.llms.LlamaCpp`` (same constructor fields)
@@ -46,21 +45,6 @@ class LlamaCpp(LlamaLoadFields, SamplingFields, LLM):
     logprobs: int | None = None
     """Return the log-probabilities of each token and of this many alternatives, in
     ``generation_info["logprobs"]``."""
-    model_name: str | None = None
-    """The name reported in ``llm_output`` and traces (default: the GGUF file name)."""
-    callback_manager: BaseCallbackManager | None = Field(default=None, exclude=True)
-    """Deprecated spelling of ``callbacks``, accepted for compatibility."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _callback_manager_alias(cls, values: Any) -> Any:
-        if (
-            isinstance(values, dict)
-            and values.get("callback_manager") is not None
-            and values.get("callbacks") is None
-        ):
-            values = {**values, "callbacks": values["callback_manager"]}
-        return values
 
     @property
     def _llm_type(self) -> str:
@@ -68,33 +52,10 @@ class LlamaCpp(LlamaLoadFields, SamplingFields, LLM):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
-            "model_path": self.llama.model_path,
-            "n_ctx": self.llama.n_ctx(),
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "repeat_penalty": self.repeat_penalty,
-        }
+        return self.identifying_params()
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params: LangSmithParams = {
-            "ls_provider": "llamacpp",
-            "ls_model_name": kwargs.get("model") or self._name(),
-            "ls_model_type": "llm",
-            "ls_temperature": kwargs.get("temperature", self.temperature),
-        }
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens:
-            params["ls_max_tokens"] = max_tokens
-        stops = stop or kwargs.get("stop") or self.stop
-        if stops:
-            params["ls_stop"] = list(stops)
-        return params
-
-    def _name(self) -> str:
-        return self.model_name or self.resolved_model_name
+        return self.ls_params("llm", stop, kwargs)
 
     def _start(
         self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]
@@ -103,7 +64,7 @@ class LlamaCpp(LlamaLoadFields, SamplingFields, LLM):
         call.setdefault("suffix", self.suffix)
         call.setdefault("echo", self.echo)
         call.setdefault("logprobs", self.logprobs)
-        call.setdefault("model", self._name())
+        call.setdefault("model", self.reported_name())
         stream = self.llama.create_completion(prompt, stream=True, **call)
         assert isinstance(stream, CompletionStream)
         stream.deadline = deadline_of(self.timeout)
@@ -124,7 +85,24 @@ class LlamaCpp(LlamaLoadFields, SamplingFields, LLM):
                 usage[key] += int(r["usage"][key])  # type: ignore[literal-required]
         return LLMResult(
             generations=[[self._generation(r)] for r in responses],
-            llm_output={"token_usage": usage, "model_name": self._name()},
+            llm_output={"token_usage": usage, "model_name": self.reported_name()},
+        )
+
+    def _streamed_result(self, streams: list[list[GenerationChunk]]) -> LLMResult:
+        """The result of prompts generated through the streaming path (usage from the last
+        chunk of each)."""
+        generations, usage = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        for chunks in streams:
+            info = dict(chunks[-1].generation_info or {}) if chunks else {}
+            for key, value in info.pop("usage", {}).items():
+                if key in usage:
+                    usage[key] += int(value)
+            generations.append(
+                [Generation(text="".join(c.text for c in chunks), generation_info=info)]
+            )
+        return LLMResult(
+            generations=generations,
+            llm_output={"token_usage": usage, "model_name": self.reported_name()},
         )
 
     @staticmethod
@@ -147,17 +125,8 @@ class LlamaCpp(LlamaLoadFields, SamplingFields, LLM):
         **kwargs: Any,
     ) -> LLMResult:
         if self.streaming:
-            texts = []
-            for prompt in prompts:
-                chunks = list(self._stream(prompt, stop, run_manager, **kwargs))
-                texts.append(
-                    Generation(
-                        text="".join(c.text for c in chunks),
-                        generation_info=chunks[-1].generation_info if chunks else None,
-                    )
-                )
-            return LLMResult(
-                generations=[[g] for g in texts], llm_output={"model_name": self._name()}
+            return self._streamed_result(
+                [list(self._stream(p, stop, run_manager, **kwargs)) for p in prompts]
             )
         # queue every prompt before waiting, so the engine can work on them back to back
         streams = [self._start(p, stop, kwargs) for p in prompts]
@@ -175,18 +144,12 @@ class LlamaCpp(LlamaLoadFields, SamplingFields, LLM):
         **kwargs: Any,
     ) -> LLMResult:
         if self.streaming:
-            texts = []
+            streamed = []
             for prompt in prompts:
-                chunks = [c async for c in self._astream(prompt, stop, run_manager, **kwargs)]
-                texts.append(
-                    Generation(
-                        text="".join(c.text for c in chunks),
-                        generation_info=chunks[-1].generation_info if chunks else None,
-                    )
+                streamed.append(
+                    [c async for c in self._astream(prompt, stop, run_manager, **kwargs)]
                 )
-            return LLMResult(
-                generations=[[g] for g in texts], llm_output={"model_name": self._name()}
-            )
+            return self._streamed_result(streamed)
         streams = [self._start(p, stop, kwargs) for p in prompts]
         try:
             return self._llm_result([await s.aresponse() for s in streams])

@@ -187,6 +187,38 @@ chat_message chat_prompt::parse(const std::string & text, bool is_partial) const
 
 // --- chat_stream ----------------------------------------------------------------------------
 
+namespace {
+
+bool starts_with(const std::string & s, const std::string & prefix) {
+    return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+// A call that repeats an earlier call of the same reply exactly (same name, same arguments) is a
+// small model looping, not a second request, and running a tool twice can do harm: it is
+// dropped. While the last call is still being written it is held back for as long as it could
+// turn out to be such a repeat, so streamed deltas and the final message always agree.
+void drop_repeated_calls(common_chat_msg & msg, bool is_partial) {
+    std::vector<common_chat_tool_call> kept;
+    for (size_t i = 0; i < msg.tool_calls.size(); ++i) {
+        const auto & tc = msg.tool_calls[i];
+        const bool unfinished = is_partial && i + 1 == msg.tool_calls.size();
+        bool repeat = false;
+        for (const auto & k : kept) {
+            repeat = unfinished ? starts_with(k.name, tc.name) && starts_with(k.arguments, tc.arguments)
+                                : k.name == tc.name && k.arguments == tc.arguments;
+            if (repeat) {
+                break;
+            }
+        }
+        if (!repeat) {
+            kept.push_back(tc);
+        }
+    }
+    msg.tool_calls = std::move(kept);
+}
+
+} // namespace
+
 chat_stream::chat_stream(std::shared_ptr<const chat_prompt> prompt) : prompt_(std::move(prompt)) {
     previous_.role = "assistant";
 }
@@ -207,6 +239,7 @@ std::vector<chat_delta> chat_stream::update(const std::string & text, bool is_pa
             msg.content = text;
         }
     }
+    drop_repeated_calls(msg, is_partial);
     msg.set_tool_call_ids(ids_, make_tool_call_id);
     std::vector<common_chat_msg_diff> diffs;
     try {

@@ -84,11 +84,6 @@ class TestChatLlamaCppStandardUnit(_ChatCapabilities, ChatModelUnitTests):
         return params
 
 
-REPEATS_CALL = pytest.mark.xfail(
-    reason="the 135M model's answer: it repeats the forced call in one reply (e.g. "
-    "magic_function(input=3) four times); the arguments are right, the test wants one call",
-    strict=False,
-)
 RAMBLES = pytest.mark.xfail(
     reason="the 135M model's answer: its 'setup' string rambles past max_tokens=100, so the "
     "(grammar-valid) JSON is cut before 'punchline'. Only the Pydantic variants fail; the "
@@ -98,19 +93,6 @@ RAMBLES = pytest.mark.xfail(
 
 
 class TestChatLlamaCppStandardIntegration(_ChatCapabilities, ChatModelIntegrationTests):
-    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
-    @REPEATS_CALL
-    def test_tool_calling(self, model: BaseChatModel) -> None:
-        super().test_tool_calling(model)
-
-    @REPEATS_CALL
-    async def test_tool_calling_async(self, model: BaseChatModel) -> None:
-        await super().test_tool_calling_async(model)
-
-    @REPEATS_CALL
-    def test_tool_calling_with_no_arguments(self, model: BaseChatModel) -> None:
-        super().test_tool_calling_with_no_arguments(model)
-
     @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
     @RAMBLES
     def test_structured_output(self, model: BaseChatModel, schema_type: Any) -> None:

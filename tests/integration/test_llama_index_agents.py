@@ -14,21 +14,21 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-from llama_index.core.agent.workflow import (  # noqa: E402
+from llama_index.core.agent.workflow import (
     AgentStream,
     FunctionAgent,
     ReActAgent,
     ToolCallResult,
 )
-from llama_index.core.base.llms.types import ToolCallBlock  # noqa: E402
-from llama_index.core.llms.structured_llm import StructuredLLM  # noqa: E402
-from llama_index.core.prompts import PromptTemplate  # noqa: E402
-from llama_index.core.tools import FunctionTool  # noqa: E402
-from llama_index.core.workflow.errors import WorkflowRuntimeError  # noqa: E402
-from pydantic import BaseModel, Field  # noqa: E402
+from llama_index.core.base.llms.types import ToolCallBlock
+from llama_index.core.llms.structured_llm import StructuredLLM
+from llama_index.core.prompts import PromptTemplate
+from llama_index.core.tools import FunctionTool
+from llama_index.core.workflow.errors import WorkflowRuntimeError
+from pydantic import BaseModel, Field
 
-from llamacpp_integrations import Llama  # noqa: E402
-from llamacpp_integrations.llama_index import LlamaCPP  # noqa: E402
+from llamacpp_integrations import Llama
+from llamacpp_integrations.llama_index import LlamaCPP
 
 # LlamaIndex's workflow agents inspect themselves with inspect.getmembers, which trips Pydantic's
 # deprecation warnings on every agent construction; they are not about this package
@@ -131,7 +131,11 @@ def test_parallel_tool_calls_are_opt_in(cold: LlamaCPP) -> None:
     assert len(cold.get_tool_calls_from_response(single)) == 1
     cold.client.reset()
     many = cold.chat_with_tools(
-        TOOLS, user_msg="What is 2 plus 3?", tool_required=True, allow_parallel_tool_calls=True
+        TOOLS,
+        user_msg="What is 2 plus 3?",
+        tool_required=True,
+        allow_parallel_tool_calls=True,
+        max_tokens=64,  # this model repeats calls until the limit
     )
     assert len(cold.get_tool_calls_from_response(many)) >= 1
 
@@ -200,6 +204,15 @@ def test_as_structured_llm(cold: LlamaCPP) -> None:
     response = structured.complete("Tell me about Paris, the capital of France.")
     check_city(response.raw)
     assert City.model_validate_json(response.text) == response.raw
+
+
+def test_a_reply_cut_at_the_token_limit_says_so(cold: LlamaCPP) -> None:
+    with pytest.raises(ValueError, match="cut off at the token limit"):
+        cold.structured_predict(City, PROMPT, llm_kwargs={"max_tokens": 5}, city="Paris")
+    with pytest.raises(ValueError, match="cut off at the token limit"):
+        list(
+            cold.stream_structured_predict(City, PROMPT, llm_kwargs={"max_tokens": 5}, city="Rome")
+        )
 
 
 def test_llm_kwargs_reach_the_model_and_stay_unchanged(cold: LlamaCPP) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import functools
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,19 +17,19 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-import llama_index.core  # noqa: E402
-from llama_index.core import Settings  # noqa: E402
-from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock  # noqa: E402
-from llama_index.core.callbacks import CallbackManager, CBEventType  # noqa: E402
-from llama_index.core.callbacks.base_handler import BaseCallbackHandler  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
-from llama_index.core.instrumentation.events import BaseEvent  # noqa: E402
-from llama_index.core.utils import get_tokenizer  # noqa: E402
+import llama_index.core
+from llama_index.core import Settings
+from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
+from llama_index.core.callbacks import CallbackManager, CBEventType
+from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.utils import get_tokenizer
 
-from llamacpp_integrations import InvalidParameterError, Llama, ModelLoadError  # noqa: E402
-from llamacpp_integrations.llama_index import LlamaCPP  # noqa: E402
-from llamacpp_integrations.models import DEFAULT_MODEL  # noqa: E402
+from llamacpp_integrations import InvalidParameterError, Llama, ModelLoadError
+from llamacpp_integrations.llama_index import LlamaCPP
+from llamacpp_integrations.models import DEFAULT_MODEL
 
 
 @pytest.fixture(autouse=True)
@@ -227,11 +228,13 @@ def test_streams_accumulate_to_the_whole_answer(li_llm: LlamaCPP) -> None:
 
 
 def test_closing_a_stream_stops_generation(li_llm: LlamaCPP) -> None:
-    stream = li_llm.stream_complete("Write a long story about a dragon.", max_tokens=200)
-    first = next(stream)
-    assert first.delta
-    stream.close()  # the engine cancels the request; the next call is served at once
+    # 2000 tokens would take many seconds; the engine has one slot, so the next call would wait
+    stream = li_llm.stream_complete("Write a story.", max_tokens=2000, ignore_eos=True)
+    assert next(stream).delta
+    stream.close()
+    start = time.monotonic()
     assert li_llm.complete("Say hi.", max_tokens=2).text
+    assert time.monotonic() - start < 3
 
 
 def test_image_blocks_are_refused_clearly(li_llm: LlamaCPP) -> None:
@@ -311,7 +314,7 @@ def test_unknown_arguments_are_not_silently_dropped(li_llm: LlamaCPP) -> None:
 
 
 class _Events(BaseEventHandler):
-    names: list[str] = []
+    names: list[str]
 
     @classmethod
     def class_name(cls) -> str:

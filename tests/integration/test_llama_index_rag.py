@@ -1,7 +1,8 @@
 """``LlamaCppEmbedding`` and a ``VectorStoreIndex`` RAG pipeline on the default model.
 
 The same queries run with the default context window and with ``context_window=1024``, where the
-retrieved text (about 1150 tokens) no longer fits in one prompt: LlamaIndex must split it, and
+retrieved text (about 770 tokens) no longer fits in one prompt next to the template, the answer's
+64 tokens and the 500 tokens of padding LlamaIndex's refine keeps: LlamaIndex must split it, and
 with ``Settings.tokenizer = llm.tokenizer`` it counts the model's real tokens, so no prompt
 overflows the engine's window.
 """
@@ -10,17 +11,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 pytest.importorskip("llama_index.core")
 
-import llama_index.core  # noqa: E402
-from llama_index.core import Document, Settings, VectorStoreIndex  # noqa: E402
-from llama_index.core.node_parser import SentenceSplitter  # noqa: E402
+import llama_index.core
+from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.llm import LLMChatStartEvent
+from llama_index.core.node_parser import SentenceSplitter
 
-from llamacpp_integrations import Llama  # noqa: E402
-from llamacpp_integrations.llama_index import LlamaCPP, LlamaCppEmbedding  # noqa: E402
+from llamacpp_integrations import Llama
+from llamacpp_integrations.llama_index import LlamaCPP, LlamaCppEmbedding
 
 TOPICS = {
     "llama.cpp": (
@@ -69,29 +75,34 @@ TOPICS = {
         "Galileo Galilei in 1610. Ganymede is the largest moon in the solar system, bigger than "
         "the planet Mercury, and Europa is thought to hide a salty ocean beneath its icy crust."
     ),
-    "Marie Curie": (
-        "Marie Curie was a physicist and chemist, born Maria Sklodowska in Warsaw in 1867, who "
-        "moved to Paris to study at the Sorbonne. With her husband Pierre she discovered two new "
-        "chemical elements in 1898: polonium, which she named after her native Poland, and "
-        "radium. She coined the word radioactivity. In 1903 she shared the Nobel Prize in "
-        "Physics with Pierre Curie and Henri Becquerel, becoming the first woman to win a Nobel "
-        "Prize, and in 1911 she won a second one, in Chemistry, alone. She remains the only "
-        "person to have won Nobel Prizes in two different sciences. During the First World War "
-        "she built mobile X-ray units that helped surgeons find bullets in wounded soldiers."
-    ),
-    "the Great Wall": (
-        "The Great Wall of China is a series of fortifications built across the northern "
-        "borders of ancient Chinese states to protect them against raids by nomadic groups from "
-        "the Eurasian steppe. The earliest walls date from the seventh century BC; the "
-        "best-known sections, made of brick and stone, were built by the Ming dynasty between "
-        "1368 and 1644. Taken together, all of its branches measure about 21,196 kilometres. "
-        "Watchtowers along the wall sent warnings with smoke by day and fire by night. Contrary "
-        "to a popular myth, the wall cannot be seen with the naked eye from the Moon. It was "
-        "declared a UNESCO World Heritage Site in 1987."
-    ),
 }
-QUESTION = "How tall is the Eiffel Tower?"
-TOP_K = len(TOPICS)  # every document comes back: more text than a 1024-token window holds
+QUESTION = "How tall is the Eiffel Tower in Paris?"
+TOP_K = len(TOPICS)  # every document comes back: more than a 1024-token window holds
+
+
+class LLMCalls(BaseEventHandler):
+    """Counts LLM chat calls (LlamaIndex instrumentation events)."""
+
+    count: int = 0
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LLMCalls"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        if isinstance(event, LLMChatStartEvent):
+            self.count += 1
+
+
+@pytest.fixture
+def llm_calls() -> Iterator[LLMCalls]:
+    counter = LLMCalls()
+    root = get_dispatcher()
+    root.add_event_handler(counter)
+    try:
+        yield counter
+    finally:
+        root.event_handlers.remove(counter)
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +124,21 @@ def index(embed_model: LlamaCppEmbedding) -> VectorStoreIndex:
 
 @pytest.fixture(scope="module", params=[None, 1024], ids=["default-window", "window-1024"])
 def rag_llm(request: pytest.FixtureRequest, model_path: str) -> Iterator[LlamaCPP]:
+    """LlamaCPP with its default window (3900 tokens), or a 1024-token one.
+
+    The stop string ends the answer at its paragraph: under the refine prompt SmolLM2-135M
+    otherwise repeats "Rewrite: <answer>" until max_new_tokens.
+    """
     kwargs = {} if request.param is None else {"context_window": request.param}
-    llm = LlamaCPP(model_path=model_path, temperature=0.0, max_new_tokens=24, **kwargs)
-    if request.param is not None:
-        assert llm.metadata.context_window == request.param
+    llm = LlamaCPP(
+        model_path=model_path,
+        temperature=0.0,
+        max_new_tokens=64,
+        generate_kwargs={"stop": ["\n\n"]},
+        **kwargs,
+    )
+    assert llm.metadata.context_window == (request.param or 4096)  # 3900, rounded by the engine
+    assert llm.metadata.num_output == 64
     yield llm
     llm.close()
 
@@ -157,68 +179,68 @@ def test_embeddings_are_normalized_vectors_of_the_models_width(
 
 
 def test_batches_match_single_texts(embed_model: LlamaCppEmbedding) -> None:
-    texts = list(TOPICS.values())[:3] + ["short", "a second short one"]
+    texts = ["The Seine flows through Paris.", "Jupiter has 95 moons.", "short", "a, b, c"]
     batch = embed_model.get_text_embedding_batch(texts)
     singles = [embed_model.get_text_embedding(t) for t in texts]
     for a, b in zip(batch, singles, strict=True):
         assert embed_model.similarity(a, b) > 0.999
 
 
-def test_similarity_ranks_the_relevant_text_first(embed_model: LlamaCppEmbedding) -> None:
-    query = embed_model.get_query_embedding(QUESTION)
-    docs = dict(
-        zip(TOPICS, embed_model.get_text_embedding_batch(list(TOPICS.values())), strict=True)
-    )
-    ranked = sorted(docs, key=lambda t: embed_model.similarity(query, docs[t]), reverse=True)
-    assert ranked[0] == "Paris"
-
-
-def test_instructions_prefix_queries_and_texts(
-    model_path: str, embed_model: LlamaCppEmbedding
-) -> None:
-    prefixed = LlamaCppEmbedding(
-        client=embed_model.client,
-        query_instruction="search_query: ",
-        text_instruction="search_document: ",
-    )
-    q = prefixed.get_query_embedding("Eiffel Tower")
-    assert (
-        embed_model.similarity(q, embed_model.get_text_embedding("search_query: Eiffel Tower"))
-        > 0.999
-    )
-    assert embed_model.similarity(q, embed_model.get_query_embedding("Eiffel Tower")) < 0.999
-    t = prefixed.get_text_embedding("Eiffel Tower")
-    assert (
-        embed_model.similarity(t, embed_model.get_text_embedding("search_document: Eiffel Tower"))
-        > 0.999
-    )
-
-
-def test_long_texts_are_cut_not_refused(embed_model: LlamaCppEmbedding) -> None:
-    long_text = " ".join(TOPICS.values()) * 2  # about 2300 tokens, n_ctx is 512
-    assert len(embed_model.get_text_embedding(long_text)) == 576
-
-
 async def test_async_embeddings(embed_model: LlamaCppEmbedding) -> None:
-    texts = list(TOPICS.values())[:4]
+    texts = ["The Seine flows through Paris.", "Jupiter has 95 moons."]
     vectors = await embed_model.aget_text_embedding_batch(texts)
-    assert len(vectors) == 4
     for a, b in zip(vectors, embed_model.get_text_embedding_batch(texts), strict=True):
         assert embed_model.similarity(a, b) > 0.999
     q = await embed_model.aget_query_embedding(QUESTION)
     assert embed_model.similarity(q, embed_model.get_query_embedding(QUESTION)) > 0.999
 
 
+def test_instructions_prefix_queries_and_texts(embed_model: LlamaCppEmbedding) -> None:
+    prefixed = LlamaCppEmbedding(
+        client=embed_model.client,
+        query_instruction="search_query: ",
+        text_instruction="search_document: ",
+    )
+    plain = embed_model
+    q = prefixed.get_query_embedding("Eiffel Tower")
+    assert plain.similarity(q, plain.get_text_embedding("search_query: Eiffel Tower")) > 0.999
+    assert plain.similarity(q, plain.get_query_embedding("Eiffel Tower")) < 0.999
+    t = prefixed.get_text_embedding("Eiffel Tower")
+    assert plain.similarity(t, plain.get_text_embedding("search_document: Eiffel Tower")) > 0.999
+
+
+def test_long_texts_are_cut_not_refused(embed_model: LlamaCppEmbedding) -> None:
+    long_text = " ".join(TOPICS.values())  # about 770 tokens; n_ctx is 512
+    assert len(embed_model.get_text_embedding(long_text)) == 576
+
+
+@pytest.mark.parametrize(
+    ("question", "topic"),
+    [(QUESTION, "Paris"), ("How many moons does Jupiter have?", "Jupiter")],
+)
+def test_retrieval_ranks_the_relevant_document_first(
+    index: VectorStoreIndex, question: str, topic: str
+) -> None:
+    nodes = index.as_retriever(similarity_top_k=2).retrieve(question)
+    assert nodes[0].node.metadata["topic"] == topic
+    assert (nodes[0].score or 0.0) > (nodes[1].score or 0.0)
+
+
 # ---------------------------------------------------------------------------- RAG queries
 
 
-def test_streaming_query(index: VectorStoreIndex, rag_llm: LlamaCPP) -> None:
+def test_streaming_query(index: VectorStoreIndex, rag_llm: LlamaCPP, llm_calls: LLMCalls) -> None:
     engine = index.as_query_engine(llm=rag_llm, streaming=True, similarity_top_k=TOP_K)
     response = engine.query(QUESTION)
     tokens = list(response.response_gen)  # type: ignore[union-attr]
     assert len(tokens) > 1
     check_answer("".join(tokens))
     assert topics(response)[0] == "Paris" and len(topics(response)) == TOP_K
+    # the 1024-token window cannot hold all the text at once: LlamaIndex split it
+    if rag_llm.metadata.context_window > 1024:
+        assert llm_calls.count == 1
+    else:
+        assert llm_calls.count > 1
 
 
 async def test_aquery(index: VectorStoreIndex, rag_llm: LlamaCPP) -> None:

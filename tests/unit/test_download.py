@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-from llamacpp_integrations.errors import InvalidParameterError, ModelLoadError  # noqa: E402
-from llamacpp_integrations.llama_index.download import (  # noqa: E402
+from llamacpp_integrations.errors import InvalidParameterError, ModelLoadError
+from llamacpp_integrations.llama_index.download import (
     download_model,
     model_url_cache_path,
 )

@@ -752,7 +752,7 @@ class LlamaCPP(FunctionCallingLLM):
         )
         messages, kwargs = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
         response = self.chat(messages, **kwargs)
-        result: Model = output_cls.model_validate_json(response.message.content or "")
+        result: Model = _parse_structured(output_cls, response.message.content, response.raw)
         dispatcher.event(LLMStructuredPredictEndEvent(output=result))
         return result
 
@@ -787,7 +787,7 @@ class LlamaCPP(FunctionCallingLLM):
         )
         messages, kwargs = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
         response = await self.achat(messages, **kwargs)
-        result: Model = output_cls.model_validate_json(response.message.content or "")
+        result: Model = _parse_structured(output_cls, response.message.content, response.raw)
         dispatcher.event(LLMStructuredPredictEndEvent(output=result))
         return result
 
@@ -876,6 +876,20 @@ class LlamaCPP(FunctionCallingLLM):
         return gen()
 
 
+def _parse_structured(output_cls: type[Model], text: str | None, raw: Any) -> Model:
+    """The object in a JSON-schema-constrained reply; a clear error when it was cut short."""
+    finish = None
+    if isinstance(raw, Mapping) and raw.get("choices"):
+        finish = raw["choices"][0].get("finish_reason")
+    if finish == "length":
+        raise ValueError(
+            f"the {output_cls.__name__} object was cut off at the token limit before its JSON "
+            "was complete; raise max_new_tokens (or pass llm_kwargs={'max_tokens': ...}), or "
+            "bound the schema's lists and strings (max_length)"
+        )
+    return output_cls.model_validate_json(text or "")
+
+
 class _PartialObjects:
     """Partial objects of a streamed JSON reply, through LlamaIndex's own partial parsing."""
 
@@ -883,11 +897,13 @@ class _PartialObjects:
         self.output_cls = output_cls
         self.current: Any = None
         self.text = ""
+        self.raw: Any = None
 
     def update(self, response: ChatResponse) -> Any:
         from llama_index.core.program.utils import process_streaming_objects
 
         self.text = response.message.content or ""
+        self.raw = response.raw
         if not response.delta:
             return None
         self.current = process_streaming_objects(
@@ -899,7 +915,7 @@ class _PartialObjects:
         return self.current
 
     def final(self) -> Any:
-        return self.output_cls.model_validate_json(self.text)
+        return _parse_structured(self.output_cls, self.text, self.raw)
 
 
 # ---------------------------------------------------------------------- stream adapters

@@ -1,8 +1,8 @@
 """LlamaIndex ``LlamaCPP`` tools, structured output and agents on the default model.
 
 SmolLM2-135M chooses poorly, so each test asserts a choice it is known to make from a cold cache
-(``reset()``), and the agents use tools that return directly: after a tool result this model
-only ever calls a tool again (see the xfail below).
+(``reset()``). After a tool result this model only ever calls a tool again (see the xfail
+below), so the agents use tools that return directly, or stop early with a generated answer.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from llama_index.core.agent.workflow import (
     ReActAgent,
     ToolCallResult,
 )
-from llama_index.core.base.llms.types import ToolCallBlock
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ToolCallBlock
 from llama_index.core.llms.structured_llm import StructuredLLM
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
+from llama_index.core.types import PydanticProgramMode
 from llama_index.core.workflow.errors import WorkflowRuntimeError
 from pydantic import BaseModel, Field
 
@@ -71,7 +72,7 @@ class City(BaseModel):
 
 @pytest.fixture(scope="module")
 def li_llm(llm: Llama) -> LlamaCPP:
-    return LlamaCPP(client=llm, temperature=0.0, max_new_tokens=96)
+    return LlamaCPP(client=llm, temperature=0.0, max_new_tokens=160)
 
 
 @pytest.fixture
@@ -103,6 +104,21 @@ def test_prepare_chat_with_tools_maps_the_options(li_llm: LlamaCPP) -> None:
     assert named["tool_choice"] == {"type": "function", "function": {"name": "translate"}}
     none = li_llm._prepare_chat_with_tools([], user_msg="hi")
     assert "tools" not in none and "tool_choice" not in none
+
+
+def test_only_the_first_call_is_kept_without_parallel_calls(li_llm: LlamaCPP) -> None:
+    message = ChatMessage(
+        role="assistant",
+        blocks=[
+            ToolCallBlock(tool_call_id="1", tool_name="add", tool_kwargs={"a": 1, "b": 2}),
+            ToolCallBlock(tool_call_id="2", tool_name="add", tool_kwargs={"a": 3, "b": 4}),
+        ],
+    )
+    both = ChatResponse(message=message.model_copy(deep=True))
+    li_llm._validate_chat_with_tools_response(both, TOOLS, allow_parallel_tool_calls=True)
+    assert len(li_llm.get_tool_calls_from_response(both)) == 2
+    kept = li_llm._validate_chat_with_tools_response(ChatResponse(message=message), TOOLS)
+    assert [c.tool_id for c in li_llm.get_tool_calls_from_response(kept)] == ["1"]
 
 
 def test_chat_with_tools_calls_the_tool_the_question_needs(cold: LlamaCPP) -> None:
@@ -206,6 +222,18 @@ def test_as_structured_llm(cold: LlamaCPP) -> None:
     assert City.model_validate_json(response.text) == response.raw
 
 
+def test_function_program_mode_goes_through_a_forced_tool_call(llm: Llama) -> None:
+    li = LlamaCPP(
+        client=llm,
+        temperature=0.0,
+        max_new_tokens=160,
+        pydantic_program_mode=PydanticProgramMode.FUNCTION,
+    )
+    llm.reset()
+    city = li.structured_predict(City, PROMPT, city="Paris")  # LlamaIndex's FunctionCallingProgram
+    check_city(city)
+
+
 def test_a_reply_cut_at_the_token_limit_says_so(cold: LlamaCPP) -> None:
     with pytest.raises(ValueError, match="cut off at the token limit"):
         cold.structured_predict(City, PROMPT, llm_kwargs={"max_tokens": 5}, city="Paris")
@@ -240,6 +268,17 @@ async def test_function_agent_completes_a_task_with_a_tool_call(cold: LlamaCPP) 
     assert [(r.tool_name, r.tool_kwargs) for r in results] == [("add", {"a": 2, "b": 3})]
     assert CALLS == [("add", {"a": 2, "b": 3})]
     assert streamed > 0
+
+
+async def test_function_agent_answers_in_text_when_stopped_early(cold: LlamaCPP) -> None:
+    # the model would call add again after its result; at max_iterations the agent asks it for
+    # a final answer instead (a call without tools)
+    agent = FunctionAgent(tools=TOOLS, llm=cold, allow_parallel_tool_calls=False)
+    response = await agent.run(
+        "What is 2 plus 3?", max_iterations=2, early_stopping_method="generate"
+    )
+    assert CALLS[0] == ("add", {"a": 2, "b": 3})
+    assert "5" in str(response)
 
 
 async def test_react_agent_runs(cold: LlamaCPP) -> None:

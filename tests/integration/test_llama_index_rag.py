@@ -209,9 +209,18 @@ def test_instructions_prefix_queries_and_texts(embed_model: LlamaCppEmbedding) -
     assert plain.similarity(t, plain.get_text_embedding("search_document: Eiffel Tower")) > 0.999
 
 
-def test_long_texts_are_cut_not_refused(embed_model: LlamaCppEmbedding) -> None:
-    long_text = " ".join(TOPICS.values())  # about 770 tokens; n_ctx is 512
-    assert len(embed_model.get_text_embedding(long_text)) == 576
+def test_long_texts_are_cut_not_refused(model_path: str, embed_model: LlamaCppEmbedding) -> None:
+    assert embed_model.n_ctx == 1024  # LlamaIndex's default chunk size
+    small = LlamaCppEmbedding(model_path=model_path, n_ctx=64)
+    try:
+        text = TOPICS["Paris"]  # about 190 tokens
+        cut = small.get_text_embedding(text)
+        assert len(cut) == 576
+        # only the first 64 tokens count: what follows them changes nothing
+        assert small.similarity(cut, small.get_text_embedding(text + " Jupiter!")) > 0.9999
+        assert small.similarity(cut, embed_model.get_text_embedding(text)) < 0.999
+    finally:
+        small.close()
 
 
 @pytest.mark.parametrize(

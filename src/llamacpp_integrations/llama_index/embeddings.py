@@ -16,8 +16,11 @@ from .download import download_model
 
 __all__ = ["LlamaCppEmbedding"]
 
-DEFAULT_EMBED_CTX = 512
-"""Tokens per decode of the embedding engine, and the longest input (longer ones are cut)."""
+DEFAULT_EMBED_CTX = 1024
+"""Tokens per decode of the embedding engine, and the longest input (longer ones are cut).
+LlamaIndex splits documents into chunks of up to 1024 tokens by default; a smaller window would
+embed only the start of such chunks. (Measured: 16 texts of ~190 tokens embed in the same time
+with 512 and 1024.)"""
 
 DEFAULT_EMBED_SEQS = 8
 """Inputs packed into one decode."""

@@ -17,6 +17,7 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
+    ToolCallBlock,
 )
 from llama_index.core.bridge.pydantic import BaseModel, Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
@@ -670,10 +671,10 @@ class LlamaCPP(FunctionCallingLLM):
         if len(calls) <= 1:
             return response
         message = response.message
-        first = calls[0]
-        message.blocks = [b for b in message.blocks if b not in calls[1:]]
-        if not any(b is first for b in message.blocks):
-            message.blocks.append(first)
+        keep = calls[0]
+        message.blocks = [
+            b for b in message.blocks if not isinstance(b, ToolCallBlock) or b is keep
+        ]
         if message.additional_kwargs.get("tool_calls"):
             message.additional_kwargs["tool_calls"] = message.additional_kwargs["tool_calls"][:1]
         return response
@@ -878,16 +879,19 @@ class LlamaCPP(FunctionCallingLLM):
 
 def _parse_structured(output_cls: type[Model], text: str | None, raw: Any) -> Model:
     """The object in a JSON-schema-constrained reply; a clear error when it was cut short."""
-    finish = None
-    if isinstance(raw, Mapping) and raw.get("choices"):
-        finish = raw["choices"][0].get("finish_reason")
-    if finish == "length":
+    try:
+        return output_cls.model_validate_json(text or "")
+    except ValueError as e:  # pydantic's ValidationError included
+        finish = None
+        if isinstance(raw, Mapping) and raw.get("choices"):
+            finish = raw["choices"][0].get("finish_reason")
+        if finish != "length":
+            raise
         raise ValueError(
             f"the {output_cls.__name__} object was cut off at the token limit before its JSON "
             "was complete; raise max_new_tokens (or pass llm_kwargs={'max_tokens': ...}), or "
             "bound the schema's lists and strings (max_length)"
-        )
-    return output_cls.model_validate_json(text or "")
+        ) from e
 
 
 class _PartialObjects:

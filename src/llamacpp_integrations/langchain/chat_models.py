@@ -37,22 +37,67 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
     """A LangChain chat model running a GGUF model in-process on llama.cpp.
 
     A drop-in replacement for ``langchain_community.chat_models.ChatLlamaCpp`` (same
-    constructor fields) that renders prompts with the model's own chat template, lets the model
-    decide whether to call a tool, always produces parseable structured output (grammar-
-    constrained), reports token usage, and has native async. An unknown field raises.
+    constructor fields; an unknown field raises) that renders prompts with the model's own chat
+    template, lets the model decide whether to call a tool, always produces parseable structured
+    output (grammar-constrained), reports token usage, and has native async.
 
-    Example:
+    Setup:
+        .. code-block:: bash
+
+            pip install "llamacpp-integrations[langchain]"
+
+    Instantiate:
         .. code-block:: python
 
             from llamacpp_integrations.langchain import ChatLlamaCpp
 
-            llm = ChatLlamaCpp(model_path="model.gguf", n_ctx=4096, temperature=0)
-            llm.invoke("Name three colours.")
-            llm.bind_tools([get_weather]).invoke("Weather in Paris?").tool_calls
-            llm.with_structured_output(Joke).invoke("Tell me a joke")
+            llm = ChatLlamaCpp(model_path="model.gguf", n_ctx=4096, temperature=0, max_tokens=256)
+            # or share a loaded Llama: ChatLlamaCpp(client=Llama(...))
 
-    Sampling fields (``temperature``, ``max_tokens``, ``stop``, ``top_p``...) may be overridden
-    per call: ``llm.invoke(messages, temperature=0, stop=["\\n"])``.
+    Invoke:
+        .. code-block:: python
+
+            llm.invoke([("system", "Answer briefly."), ("human", "Name three colours.")])
+            llm.invoke("Count to ten.", stop=["5"], temperature=0.7)  # per-call overrides
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in llm.stream("Tell me a story."):
+                print(chunk.content, end="")
+            # streaming=True (or a streaming callback) calls on_llm_new_token per token
+
+    Async:
+        .. code-block:: python
+
+            await llm.ainvoke("Hello")  # never blocks the event loop
+            async for chunk in llm.astream("Hello"): ...
+            await llm.abatch(["Hi", "Bye"])
+
+    Tool calling:
+        .. code-block:: python
+
+            with_tools = llm.bind_tools([get_weather, add])  # the model decides
+            msg = with_tools.invoke("What is the weather in Paris?")
+            msg.tool_calls  # [{'name': 'get_weather', 'args': {'city': 'Paris'}, 'id': ...}]
+            llm.bind_tools([add], tool_choice="add")  # or "any", "none", the OpenAI dict
+
+    Structured output:
+        .. code-block:: python
+
+            llm.with_structured_output(Person).invoke("Alice is 30.")  # Person(name=..., age=30)
+            llm.with_structured_output(Person, method="function_calling", include_raw=True)
+
+    Token usage:
+        .. code-block:: python
+
+            llm.invoke("Hello").usage_metadata
+            # {'input_tokens': 31, 'output_tokens': 9, 'total_tokens': 40,
+            #  'input_token_details': {'cache_read': 24}}
+
+    Response metadata:
+        ``model_name``, ``finish_reason``, llama-server style ``timings``, and ``logprobs`` with
+        ``logprobs=True`` (and ``top_logprobs=n``).
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)

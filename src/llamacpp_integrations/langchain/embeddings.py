@@ -18,13 +18,28 @@ class LlamaCppEmbeddings(LlamaLoadFields, Embeddings):
     Models that declare a pooling type (embedding models) use it; others are mean-pooled.
     Vectors have unit length unless ``normalize=False``.
 
-    Example:
+    Setup:
+        .. code-block:: bash
+
+            pip install "llamacpp-integrations[langchain]"
+
+    Instantiate:
         .. code-block:: python
 
             from llamacpp_integrations.langchain import LlamaCppEmbeddings
 
             emb = LlamaCppEmbeddings(model_path="nomic-embed-text-v1.5.Q8_0.gguf")
+
+    Embed:
+        .. code-block:: python
+
             vectors = emb.embed_documents(["first text", "second text"])
+            query = emb.embed_query("a question")
+
+    Async:
+        .. code-block:: python
+
+            await emb.aembed_documents(["first text", "second text"])
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)

@@ -24,16 +24,51 @@ __all__ = ["LlamaCpp"]
 class LlamaCpp(LlamaCppFields, LLM):
     """A LangChain LLM (text in, text out) running a GGUF model in-process on llama.cpp.
 
-    A drop-in replacement for ``langchain_community.llms.LlamaCpp`` (same constructor fields)
-    with per-call ``stop``, token usage in ``llm_output``, native async, and clean exceptions.
+    A drop-in replacement for ``langchain_community.llms.LlamaCpp`` (same constructor fields;
+    an unknown field raises) with per-call ``stop``, token usage in ``llm_output``, native
+    async, and clean exceptions.
 
-    Example:
+    Setup:
+        .. code-block:: bash
+
+            pip install "llamacpp-integrations[langchain]"
+
+    Instantiate:
         .. code-block:: python
 
             from llamacpp_integrations.langchain import LlamaCpp
 
             llm = LlamaCpp(model_path="model.gguf", temperature=0, max_tokens=64)
-            llm.invoke("Q: What is the capital of France? A:", stop=["\\n"])
+
+    Invoke:
+        .. code-block:: python
+
+            llm.invoke("The capital of France is", stop=["\n"])
+            (PromptTemplate.from_template("Q: {q}\nA:") | llm).invoke({"q": "..."})
+
+    Stream:
+        .. code-block:: python
+
+            for text in llm.stream("Once upon a time"):
+                print(text, end="")
+            LlamaCpp(..., streaming=True, callbacks=[StreamingStdOutCallbackHandler()])
+
+    Async:
+        .. code-block:: python
+
+            await llm.ainvoke("Hello")
+            await llm.abatch(["One,", "Two,"])
+
+    Constrained output:
+        .. code-block:: python
+
+            LlamaCpp(model_path=..., grammar_path="json.gbnf").invoke("A person as JSON:")
+
+    Token usage:
+        .. code-block:: python
+
+            llm.generate(["Hello"]).llm_output["token_usage"]
+            # {'prompt_tokens': 2, 'completion_tokens': 16, 'total_tokens': 18}
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)

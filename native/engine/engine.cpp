@@ -13,34 +13,6 @@
 
 namespace lci {
 
-namespace {
-
-using clock_type = std::chrono::steady_clock;
-
-double ms_since(clock_type::time_point t0) {
-    return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
-}
-
-size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama_token> & b) {
-    const size_t n = std::min(a.size(), b.size());
-    size_t i = 0;
-    while (i < n && a[i] == b[i]) {
-        ++i;
-    }
-    return i;
-}
-
-const char * decode_status_text(int32_t status) {
-    switch (status) {
-        case 1:  return "no KV cache slot for the batch (the context is full)";
-        case 2:  return "aborted";
-        case -1: return "invalid input batch";
-        default: return "fatal error in the backend";
-    }
-}
-
-} // namespace
-
 // ---------------------------------------------------------------------------------------------
 // engine
 
@@ -91,9 +63,18 @@ engine::engine(std::shared_ptr<model> m, const context_params & p) : model_(std:
     cp.kv_unified      = true; // every slot may use the whole context
     cp.no_perf         = true;
     cp.abort_callback  = [](void * data) -> bool {
+        // runs on the worker, inside llama_decode: stop when every request in the batch is
+        // cancelled (or the engine is closing); one request cannot be cut out of a batch
         auto * self = static_cast<engine *>(data);
-        request_state * r = self->current_.load(std::memory_order_relaxed);
-        return r != nullptr && r->cancelled();
+        if (self->closed_.load(std::memory_order_relaxed)) {
+            return true;
+        }
+        for (request_state * r : self->in_batch_) {
+            if (!r->cancelled()) {
+                return false;
+            }
+        }
+        return !self->in_batch_.empty();
     };
     cp.abort_callback_data = this;
 
@@ -135,10 +116,7 @@ void engine::close() {
         if (closed_.exchange(true)) {
             return;
         }
-        dropped.swap(queue_);
-        if (request_state * r = current_.load()) {
-            r->cancel();
-        }
+        dropped.swap(queue_); // active requests see closed_ and end as cancelled
     }
     queue_cv_.notify_all();
     auto err = std::make_exception_ptr(engine_closed_error("the engine was closed"));
@@ -218,77 +196,6 @@ void engine::run_exclusive(const std::function<void(llama_context *)> & fn) {
     fut.get();
 }
 
-void engine::worker_main() {
-    for (;;) {
-        task t;
-        {
-            std::unique_lock<std::mutex> lock(queue_mutex_);
-            queue_cv_.wait(lock, [&] { return closed_ || !queue_.empty(); });
-            if (queue_.empty()) {
-                return; // closed
-            }
-            t = std::move(queue_.front());
-            queue_.pop_front();
-            if (t.request) {
-                current_.store(t.request.get());
-                if (closed_) {
-                    t.request->cancel();
-                }
-            }
-        }
-        if (t.request) {
-            try {
-                run_request(*t.request);
-            } catch (...) {
-                t.request->fail(std::current_exception());
-            }
-            current_.store(nullptr);
-        } else {
-            try {
-                t.fn(ctx_.get());
-                t.done->set_value();
-            } catch (...) {
-                t.done->set_exception(std::current_exception());
-            }
-        }
-    }
-}
-
-engine::slot & engine::choose_slot(const std::vector<llama_token> & prompt) {
-    // the longest cached prefix wins; ties go to the emptiest slot
-    slot * best = &slots_[0];
-    size_t best_len = common_prefix(best->tokens, prompt);
-    for (auto & s : slots_) {
-        const size_t len = common_prefix(s.tokens, prompt);
-        if (len > best_len || (len == best_len && s.tokens.size() < best->tokens.size())) {
-            best = &s;
-            best_len = len;
-        }
-    }
-    return *best;
-}
-
-int32_t engine::decode_into(slot & s, const std::vector<llama_token> & tokens, size_t begin, size_t end,
-                            bool all_logits, const std::function<void(int32_t, size_t)> & on_outputs) {
-    for (size_t i = begin; i < end; i += n_batch_) {
-        const size_t n = std::min<size_t>(n_batch_, end - i);
-        batch_clear(batch_);
-        for (size_t k = 0; k < n; ++k) {
-            const bool last = i + k + 1 == end;
-            batch_add(batch_, tokens[i + k], (llama_pos) s.tokens.size() + (llama_pos) k, s.id, all_logits || last);
-        }
-        const int32_t status = llama_decode(ctx_.get(), batch_);
-        if (status != 0) {
-            return status;
-        }
-        s.tokens.insert(s.tokens.end(), tokens.begin() + (ptrdiff_t) i, tokens.begin() + (ptrdiff_t) (i + n));
-        if (on_outputs) {
-            on_outputs((int32_t) n, i);
-        }
-    }
-    return 0;
-}
-
 void engine::sync_slot_after_failure(slot & s) {
     // After an abort or a fatal error, the ubatches of the failed call that were processed stay in
     // the cache; s.tokens ends at the last call that succeeded. Make the cache match s.tokens.
@@ -361,151 +268,6 @@ llama_token engine::sample(request_state & rs, int32_t output_index) {
         }
     }
     return best;
-}
-
-void engine::run_request(request_state & rs) {
-    const completion_request & req = rs.req_;
-    common_sampler * smpl = rs.sampler_.get();
-    llama_memory_t mem = llama_get_memory(ctx_.get());
-    completion_result res;
-    res.n_prompt = (int32_t) req.prompt.size();
-
-    if (rs.cancelled()) {
-        res.finish_reason = "cancelled";
-        rs.finish(std::move(res));
-        return;
-    }
-
-    const auto t_start = clock_type::now();
-    slot & s = choose_slot(req.prompt);
-
-    // reuse the cached prefix; at least the last prompt token is decoded again for its logits
-    size_t n_keep = req.prompt_logprobs ? 0 : common_prefix(s.tokens, req.prompt);
-    n_keep = std::min(n_keep, req.prompt.size() - 1);
-    if (!llama_memory_seq_rm(mem, s.id, (llama_pos) n_keep, -1)) {
-        llama_memory_seq_rm(mem, s.id, -1, -1); // cannot cut this cache (recurrent): start over
-        n_keep = 0;
-    }
-    s.tokens.resize(n_keep);
-    res.n_cached = (int32_t) n_keep;
-
-    // the penalties look back over the prompt too
-    if (!rs.greedy_) {
-        const size_t n_hist =
-            std::min<size_t>(req.prompt.size(), (size_t) std::max(req.sampling.penalty_last_n, 64));
-        for (size_t i = req.prompt.size() - n_hist; i < req.prompt.size(); ++i) {
-            common_sampler_accept(smpl, req.prompt[i], false);
-        }
-    }
-
-    std::function<void(int32_t, size_t)> on_prompt_outputs;
-    if (req.prompt_logprobs && req.logprobs >= 0) {
-        token_logprob first; // nothing predicts the first prompt token
-        first.token = req.prompt[0];
-        first.text = utf8_sanitize(model_->token_to_piece(req.prompt[0], true));
-        first.logprob = std::numeric_limits<float>::quiet_NaN();
-        res.prompt_logprobs.push_back(std::move(first));
-        on_prompt_outputs = [&](int32_t n, size_t first) {
-            for (int32_t j = 0; j < n; ++j) {
-                const size_t next = first + (size_t) j + 1;
-                if (next < req.prompt.size()) {
-                    res.prompt_logprobs.push_back(logprob_of(j, req.prompt[next], req.logprobs));
-                }
-            }
-        };
-    }
-    int32_t status = decode_into(s, req.prompt, n_keep, req.prompt.size(), req.prompt_logprobs, on_prompt_outputs);
-    res.time.prompt_ms = ms_since(t_start);
-    res.time.prompt_n = (int32_t) (req.prompt.size() - n_keep);
-    if (status != 0) {
-        sync_slot_after_failure(s);
-        if (status == 2) {
-            res.finish_reason = "cancelled";
-            rs.finish(std::move(res));
-            return;
-        }
-        throw decode_error(std::string("llama_decode failed on the prompt: ") + decode_status_text(status) +
-                           " (status " + std::to_string(status) + ")");
-    }
-
-    const auto t_eval = clock_type::now();
-    text_stream out(req.stop);
-    const int64_t max_tokens = req.max_tokens < 0 ? std::numeric_limits<int64_t>::max() : req.max_tokens;
-    int32_t idx = batch_.n_tokens - 1;
-    std::string finish;
-    for (;;) {
-        if (rs.cancelled()) {
-            finish = "cancelled";
-            break;
-        }
-        if (res.n_completion >= max_tokens) {
-            finish = "length";
-            break;
-        }
-        const auto t_sample = clock_type::now();
-        const llama_token tok = sample(rs, idx);
-        res.time.sample_ms += ms_since(t_sample);
-        res.n_completion++;
-        res.tokens.push_back(tok);
-        if (llama_vocab_is_eog(model_->vocab(), tok)) {
-            finish = "stop";
-            break;
-        }
-        const size_t offset = out.size();
-        std::string emitted = out.push(model_->token_to_piece(tok, false));
-        stream_event ev;
-        if (req.logprobs >= 0) {
-            token_logprob lp = logprob_of(idx, tok, req.logprobs);
-            lp.offset = offset;
-            if (req.stream) {
-                ev.logprobs.push_back(lp);
-            }
-            res.logprobs.push_back(std::move(lp));
-        }
-        if (req.stream && (!emitted.empty() || !ev.logprobs.empty())) {
-            ev.text = utf8_sanitize(emitted);
-            rs.push_event(std::move(ev));
-        }
-        if (out.stopped()) {
-            finish = "stop";
-            res.stop_word = out.stop_word();
-            break;
-        }
-        if (res.n_completion >= max_tokens || s.tokens.size() >= n_ctx_seq_) {
-            finish = "length";
-            break;
-        }
-        const std::vector<llama_token> one{tok};
-        const auto t_decode = clock_type::now();
-        status = decode_into(s, one, 0, 1, false, nullptr);
-        res.time.decode_ms += ms_since(t_decode);
-        if (status != 0) {
-            sync_slot_after_failure(s);
-            if (status == 2) {
-                finish = "cancelled";
-                break;
-            }
-            throw decode_error(std::string("llama_decode failed while generating: ") + decode_status_text(status) +
-                               " (status " + std::to_string(status) + ")");
-        }
-        idx = 0;
-    }
-    if (!out.stopped()) {
-        std::string tail = out.flush();
-        if (req.stream && !tail.empty()) {
-            rs.push_event(stream_event{utf8_sanitize(tail), {}});
-        }
-    }
-    // drop logprobs of tokens that only made up a cut stop string
-    const size_t kept = out.size();
-    while (!res.logprobs.empty() && res.logprobs.back().offset >= kept && kept > 0) {
-        res.logprobs.pop_back();
-    }
-    res.text = utf8_sanitize(out.text());
-    res.finish_reason = finish;
-    res.time.eval_ms = ms_since(t_eval);
-    res.time.eval_n = res.n_completion;
-    rs.finish(std::move(res));
 }
 
 void engine::reset() {

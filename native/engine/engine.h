@@ -2,10 +2,12 @@
 // that runs every decode.
 //
 // Callers submit requests from any thread; each gets a request handle to wait on (with the GIL
-// released) for streamed text and the final result, or to cancel. The worker owns the context:
-// it decodes the prompt suffix that is not already cached in the slot, then samples and decodes
-// one token at a time until EOG, a stop string, max_tokens, the context end, or cancellation.
-// Per-token work never leaves C++.
+// released) for streamed text and the final result, or to cancel. The worker owns the context and
+// schedules continuously (scheduler.cpp): up to n_seq_max requests are active at once, each in its
+// own slot (a KV sequence that remembers its tokens, so a prompt sharing a prefix with what the
+// slot holds decodes only the new suffix). Every step decodes one batch with the next token of
+// each generating request plus prompt chunks of new ones, then samples each request with its own
+// sampler. Requests beyond n_seq_max wait in FIFO order. Per-token work never leaves C++.
 #pragma once
 
 #include "errors.h"
@@ -28,6 +30,7 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <chrono>
 
 namespace lci {
 
@@ -120,6 +123,7 @@ public:
 
 private:
     friend class engine;
+    friend struct active_request;
     void push_event(stream_event ev);
     void finish(completion_result res);
     void fail(std::exception_ptr err);
@@ -141,6 +145,8 @@ private:
     std::exception_ptr error_;
     int notify_fd_ = -1;
 };
+
+struct active_request; // scheduler.cpp: a request being served in a slot
 
 class engine {
 public:
@@ -189,6 +195,8 @@ private:
     struct slot {
         llama_seq_id id = 0;
         std::vector<llama_token> tokens; // what the KV cache holds for this sequence
+        bool busy = false;               // serving an active request
+        uint64_t last_used = 0;          // for least-recently-used choices
     };
     struct task {
         std::shared_ptr<request_state> request;
@@ -196,16 +204,29 @@ private:
         std::shared_ptr<std::promise<void>> done;
     };
 
+    friend struct active_request;
     void worker_main();
-    void run_request(request_state & rs);
-    // Decodes tokens[begin, end) into the slot; outputs logits for the last one, or for all of
-    // them when all_logits. Returns llama_decode's status of the failing call, 0 on success.
-    int32_t decode_into(slot & s, const std::vector<llama_token> & tokens, size_t begin, size_t end,
-                        bool all_logits, const std::function<void(int32_t, size_t)> & on_outputs);
+    // Takes queued work: runs exclusive tasks when nothing is active, admits requests into free
+    // slots. Returns false when the worker should exit.
+    bool take_work(std::vector<std::unique_ptr<active_request>> & active);
+    void admit(std::vector<std::unique_ptr<active_request>> & active, std::shared_ptr<request_state> rs);
+    // One scheduling step: ends cancelled requests, then decodes and samples the generating
+    // requests (one token each, one decode), then each other request's next prompt chunk.
+    void step(std::vector<std::unique_ptr<active_request>> & active);
+    // One decode over the generating requests, or over the prompt chunk of `only`.
+    void decode_phase(std::vector<std::unique_ptr<active_request>> & active, bool generating,
+                      active_request * only);
+    static void drop(std::vector<std::unique_ptr<active_request>> & active, const std::vector<active_request *> & done);
+    // Handles a sampled token; returns false when the request finished.
+    bool accept_token(active_request & a, llama_token tok, int32_t output_index);
+    void finish(active_request & a, const std::string & reason);
+    // Frees KV cells by dropping the caches of idle slots (least recently used first) until
+    // `needed` cells are free or no idle slot holds anything. Returns the free cells.
+    size_t make_room(size_t needed);
     void sync_slot_after_failure(slot & s);
     token_logprob logprob_of(int32_t output_index, llama_token token, int32_t top_n) const;
     llama_token sample(request_state & rs, int32_t output_index);
-    slot & choose_slot(const std::vector<llama_token> & prompt);
+    slot * choose_slot(const std::vector<llama_token> & prompt);
 
     std::shared_ptr<model> model_;
     llama_context_ptr ctx_;
@@ -219,7 +240,8 @@ private:
     std::condition_variable queue_cv_;
     std::deque<task> queue_;
     std::atomic<bool> closed_{false};
-    std::atomic<request_state *> current_{nullptr};
+    std::vector<request_state *> in_batch_; // the requests of the decode in progress (worker only)
+    uint64_t use_clock_ = 0;
     std::thread worker_;
 };
 

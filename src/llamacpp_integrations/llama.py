@@ -81,7 +81,11 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         lora_path: A LoRA adapter (GGUF) applied to the model.
         lora_scale: The adapter's scale.
         lora_base: Accepted for compatibility; GGUF adapters need no base model.
-        n_seq_max: Sequence slots in the context (each keeps its own prompt cache).
+        n_seq_max: Requests served at once, each in its own slot with its own prompt cache; more
+            wait in line. They share the n_ctx cells of one KV cache (idle slots' caches are
+            dropped, least recently used first, when it fills). Decoded together, up to 4
+            sequences give bit-identical greedy output to decoding alone; with more, llama.cpp's
+            wider matmul kernels can flip near-tied greedy choices.
         chat_format: Name of a llama.cpp built-in chat template for chat completions.
         chat_template: A Jinja chat template overriding the GGUF's own.
         progress_callback: Called with the load progress in [0, 1]; return False to cancel.
@@ -117,7 +121,7 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         lora_path: str | os.PathLike[str] | None = None,
         lora_scale: float = 1.0,
         lora_base: str | os.PathLike[str] | None = None,
-        n_seq_max: int = 1,
+        n_seq_max: int = 4,
         chat_format: str | None = None,
         chat_template: str | None = None,
         progress_callback: Callable[[float], bool | None] | None = None,

@@ -158,10 +158,12 @@ def test_prefix_reuse_is_visible_in_usage(llm: Llama) -> None:
 
 
 def test_token_ids_as_prompt(llm: Llama) -> None:
+    # both from a cold cache: greedy output can depend on how the prompt was split into decodes
     tokens = llm.tokenize("The sun is")
-    assert text_of(llm(tokens, max_tokens=8, temperature=0)) == text_of(
-        llm("The sun is", max_tokens=8, temperature=0)
-    )
+    llm.reset()
+    from_ids = text_of(llm(tokens, max_tokens=8, temperature=0))
+    llm.reset()
+    assert from_ids == text_of(llm("The sun is", max_tokens=8, temperature=0))
 
 
 def test_tokenize_detokenize_round_trip(llm: Llama) -> None:

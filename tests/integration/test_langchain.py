@@ -94,7 +94,9 @@ def test_bind_tools_openai_dict_choice(chat: ChatLlamaCpp) -> None:
 
 def test_structured_output_from_openai_tool_dict(chat: ChatLlamaCpp) -> None:
     structured = chat.with_structured_output(convert_to_openai_tool(Joke))
-    out = structured.invoke("Tell me a joke about cats")
+    chat.llama.reset()
+    # room and DRY: the 135M model otherwise rambles in "setup" past max_tokens
+    out = structured.invoke("Tell me a joke about cats", max_tokens=200, dry_multiplier=0.8)
     assert isinstance(out, dict) and set(out) == {"setup", "punchline"}
 
 

@@ -1,0 +1,471 @@
+// The worker's continuous-batching scheduler.
+//
+// Up to n_seq_max requests are active at once, each in its own slot. Every step builds one batch:
+// the pending token of each generating request first (one each), then prompt chunks of requests
+// still reading their prompt, as far as n_batch and the free KV cells allow. One llama_decode
+// runs the batch; then each request samples from its own logits with its own sampler (and
+// grammar), hands out text, and either ends (freeing its slot at once) or queues its next token.
+// Exclusive tasks (reset, state, embeddings) run between steps, once no request is active; new
+// requests are not admitted while one waits, so it is never starved.
+#include "engine.h"
+
+#include "batch.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+namespace lci {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double ms_since(clock_type::time_point t0) {
+    return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama_token> & b) {
+    const size_t n = std::min(a.size(), b.size());
+    size_t i = 0;
+    while (i < n && a[i] == b[i]) {
+        ++i;
+    }
+    return i;
+}
+
+const char * decode_status_text(int32_t status) {
+    switch (status) {
+        case 1:  return "no KV cache slot for the batch (the context is full)";
+        case 2:  return "aborted";
+        case -1: return "invalid input batch";
+        default: return "fatal error in the backend";
+    }
+}
+
+} // namespace
+
+struct active_request {
+    std::shared_ptr<request_state> rs;
+    engine::slot * s = nullptr;
+    size_t n_done = 0;          // prompt tokens in the slot's KV
+    bool generating = false;    // the prompt is read; next_token waits to be decoded
+    llama_token next_token = -1;
+    int32_t first_index = -1;   // this step: batch index of the request's first token
+    int32_t n_in_batch = 0;     // this step: how many of its tokens are in the batch
+    uint64_t admitted = 0;      // admission order (the newest gives way when the context is full)
+    text_stream out;
+    completion_result res;
+    clock_type::time_point t_start, t_eval;
+
+    active_request(std::shared_ptr<request_state> r, uint64_t order)
+        : rs(std::move(r)), admitted(order), out(rs->req_.stop), t_start(clock_type::now()) {}
+    const completion_request & req() const { return rs->req_; }
+};
+
+void engine::worker_main() {
+    std::vector<std::unique_ptr<active_request>> active;
+    while (take_work(active)) {
+        if (!active.empty()) {
+            step(active);
+        }
+    }
+}
+
+bool engine::take_work(std::vector<std::unique_ptr<active_request>> & active) {
+    std::vector<std::shared_ptr<request_state>> admitted;
+    {
+        std::unique_lock<std::mutex> lock(queue_mutex_);
+        if (active.empty()) {
+            queue_cv_.wait(lock, [&] { return closed_ || !queue_.empty(); });
+            if (queue_.empty()) {
+                return false; // closed, nothing left
+            }
+        }
+        while (!queue_.empty() && admitted.size() + active.size() < n_seq_max_) {
+            task & front = queue_.front();
+            if (!front.request) {
+                if (!active.empty() || !admitted.empty()) {
+                    break; // wait until the active requests are done
+                }
+                task t = std::move(front);
+                queue_.pop_front();
+                lock.unlock();
+                try {
+                    t.fn(ctx_.get());
+                    t.done->set_value();
+                } catch (...) {
+                    t.done->set_exception(std::current_exception());
+                }
+                lock.lock();
+                continue;
+            }
+            admitted.push_back(std::move(front.request));
+            queue_.pop_front();
+        }
+    }
+    for (auto & rs : admitted) {
+        try {
+            admit(active, rs);
+        } catch (...) {
+            rs->fail(std::current_exception());
+        }
+    }
+    return true;
+}
+
+engine::slot * engine::choose_slot(const std::vector<llama_token> & prompt) {
+    // Among free slots: the one with the longest cached prefix, if reusing it keeps at least half
+    // of what that slot holds (a short accidental match, e.g. the same system-prompt opening,
+    // must not wipe another conversation's cache); otherwise an empty slot, else the least
+    // recently used one.
+    slot * best = nullptr;
+    size_t best_len = 0;
+    slot * fallback = nullptr;
+    for (auto & s : slots_) {
+        if (s.busy) {
+            continue;
+        }
+        const size_t len = common_prefix(s.tokens, prompt);
+        if (len > 0 && 2 * len >= s.tokens.size() && len > best_len) {
+            best = &s;
+            best_len = len;
+        }
+        if (fallback == nullptr || (s.tokens.empty() && !fallback->tokens.empty()) ||
+            (s.tokens.empty() == fallback->tokens.empty() && s.last_used < fallback->last_used)) {
+            fallback = &s;
+        }
+    }
+    return best != nullptr ? best : fallback;
+}
+
+void engine::admit(std::vector<std::unique_ptr<active_request>> & active, std::shared_ptr<request_state> rs) {
+    auto a = std::make_unique<active_request>(std::move(rs), ++use_clock_);
+    const completion_request & req = a->req();
+    a->res.n_prompt = (int32_t) req.prompt.size();
+    if (a->rs->cancelled() || closed_) {
+        a->res.finish_reason = "cancelled";
+        a->rs->finish(std::move(a->res));
+        return;
+    }
+    slot * s = choose_slot(req.prompt);
+    s->busy = true;
+    a->s = s;
+
+    // reuse the cached prefix; at least the last prompt token is decoded again for its logits
+    llama_memory_t mem = llama_get_memory(ctx_.get());
+    size_t n_keep = req.prompt_logprobs ? 0 : common_prefix(s->tokens, req.prompt);
+    n_keep = std::min(n_keep, req.prompt.size() - 1);
+    if (!llama_memory_seq_rm(mem, s->id, (llama_pos) n_keep, -1)) {
+        llama_memory_seq_rm(mem, s->id, -1, -1); // cannot cut this cache (recurrent): start over
+        n_keep = 0;
+    }
+    s->tokens.resize(n_keep);
+    a->n_done = n_keep;
+    a->res.n_cached = (int32_t) n_keep;
+
+    // the penalties look back over the prompt too
+    if (!a->rs->greedy_) {
+        const size_t n_hist = std::min<size_t>(req.prompt.size(), (size_t) std::max(req.sampling.penalty_last_n, 64));
+        for (size_t i = req.prompt.size() - n_hist; i < req.prompt.size(); ++i) {
+            common_sampler_accept(a->rs->sampler_.get(), req.prompt[i], false);
+        }
+    }
+    if (req.prompt_logprobs && req.logprobs >= 0) {
+        token_logprob first; // nothing predicts the first prompt token
+        first.token = req.prompt[0];
+        first.text = utf8_sanitize(model_->token_to_piece(req.prompt[0], true));
+        first.logprob = std::numeric_limits<float>::quiet_NaN();
+        a->res.prompt_logprobs.push_back(std::move(first));
+    }
+    active.push_back(std::move(a));
+}
+
+size_t engine::make_room(size_t needed) {
+    auto used = [&] {
+        size_t n = 0;
+        for (const auto & s : slots_) {
+            n += s.tokens.size();
+        }
+        return n;
+    };
+    size_t free_cells = n_ctx_ - std::min<size_t>(n_ctx_, used());
+    while (free_cells < needed) {
+        slot * victim = nullptr;
+        for (auto & s : slots_) {
+            if (!s.busy && !s.tokens.empty() && (victim == nullptr || s.last_used < victim->last_used)) {
+                victim = &s;
+            }
+        }
+        if (victim == nullptr) {
+            break;
+        }
+        llama_memory_seq_rm(llama_get_memory(ctx_.get()), victim->id, -1, -1);
+        victim->tokens.clear();
+        free_cells = n_ctx_ - std::min<size_t>(n_ctx_, used());
+    }
+    return free_cells;
+}
+
+void engine::finish(active_request & a, const std::string & reason) {
+    completion_result & res = a.res;
+    const completion_request & req = a.req();
+    if (!a.out.stopped()) {
+        std::string tail = a.out.flush();
+        if (req.stream && !tail.empty()) {
+            a.rs->push_event(stream_event{utf8_sanitize(tail), {}});
+        }
+    }
+    // drop logprobs of tokens that only made up a cut stop string
+    const size_t kept = a.out.size();
+    while (!res.logprobs.empty() && res.logprobs.back().offset >= kept && kept > 0) {
+        res.logprobs.pop_back();
+    }
+    res.text = utf8_sanitize(a.out.text());
+    res.finish_reason = reason;
+    if (a.generating) {
+        res.time.eval_ms = ms_since(a.t_eval);
+    } else {
+        res.time.prompt_ms = ms_since(a.t_start);
+        res.time.prompt_n = (int32_t) (a.n_done - (size_t) res.n_cached);
+    }
+    res.time.eval_n = res.n_completion;
+    if (a.s != nullptr) {
+        a.s->busy = false;
+        a.s->last_used = ++use_clock_;
+    }
+    a.rs->finish(std::move(res));
+}
+
+bool engine::accept_token(active_request & a, llama_token tok, int32_t idx) {
+    const completion_request & req = a.req();
+    completion_result & res = a.res;
+    res.n_completion++;
+    res.tokens.push_back(tok);
+    if (llama_vocab_is_eog(model_->vocab(), tok)) {
+        finish(a, "stop");
+        return false;
+    }
+    const size_t offset = a.out.size();
+    std::string emitted = a.out.push(model_->token_to_piece(tok, false));
+    stream_event ev;
+    if (req.logprobs >= 0) {
+        token_logprob lp = logprob_of(idx, tok, req.logprobs);
+        lp.offset = offset;
+        if (req.stream) {
+            ev.logprobs.push_back(lp);
+        }
+        res.logprobs.push_back(std::move(lp));
+    }
+    if (req.stream && (!emitted.empty() || !ev.logprobs.empty())) {
+        ev.text = utf8_sanitize(emitted);
+        a.rs->push_event(std::move(ev));
+    }
+    if (a.out.stopped()) {
+        res.stop_word = a.out.stop_word();
+        finish(a, "stop");
+        return false;
+    }
+    const int64_t max_tokens = req.max_tokens < 0 ? std::numeric_limits<int64_t>::max() : req.max_tokens;
+    if (res.n_completion >= max_tokens || a.s->tokens.size() >= n_ctx_seq_) {
+        finish(a, "length");
+        return false;
+    }
+    a.next_token = tok;
+    return true;
+}
+
+void engine::step(std::vector<std::unique_ptr<active_request>> & active) {
+    // cancelled requests end now, freeing their slots
+    std::vector<active_request *> done;
+    for (auto & a : active) {
+        if (a->rs->cancelled() || closed_) {
+            finish(*a, "cancelled");
+            done.push_back(a.get());
+        }
+    }
+    drop(active, done);
+    if (active.empty()) {
+        return;
+    }
+    // Generating requests share one decode; each prompt chunk gets a decode of its own. llama.cpp
+    // picks matmul kernels by the number of rows (below 8 rows, one row at a time), so a prompt
+    // decoded beside other prompts, or a token decoded beside a prompt, could differ in the last
+    // bits from the same work done alone, and greedy output would depend on the traffic. This
+    // way a request's numbers are those of running alone as long as at most 7 generate at once.
+    decode_phase(active, true, nullptr);
+    std::vector<active_request *> prompts;
+    for (auto & a : active) {
+        if (!a->generating) {
+            prompts.push_back(a.get());
+        }
+    }
+    for (active_request * a : prompts) {
+        const bool still_active = std::any_of(active.begin(), active.end(), [&](const auto & x) { return x.get() == a; });
+        if (still_active) {
+            decode_phase(active, false, a);
+        }
+    }
+}
+
+void engine::drop(std::vector<std::unique_ptr<active_request>> & active, const std::vector<active_request *> & done) {
+    active.erase(std::remove_if(active.begin(), active.end(),
+                                [&](const auto & a) { return std::find(done.begin(), done.end(), a.get()) != done.end(); }),
+                 active.end());
+}
+
+void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active, bool generating,
+                          active_request * only) {
+    std::vector<active_request *> done;
+    auto member = [&](const active_request & a) {
+        return a.generating == generating && (only == nullptr || &a == only);
+    };
+    size_t wanted = 0;
+    for (auto & a : active) {
+        if (member(*a)) {
+            wanted += generating ? 1 : a->req().prompt.size() - a->n_done;
+        }
+    }
+    if (wanted == 0) {
+        return;
+    }
+    size_t free_cells = make_room(std::min<size_t>(wanted, n_batch_));
+    if (generating) {
+        // the context is full of active requests: the newest generating one gives way
+        while (wanted > free_cells) {
+            active_request * newest = nullptr;
+            for (auto & a : active) {
+                if (a->generating && (newest == nullptr || a->admitted > newest->admitted)) {
+                    newest = a.get();
+                }
+            }
+            finish(*newest, "length");
+            drop(active, {newest});
+            wanted--;
+        }
+    }
+
+    batch_clear(batch_);
+    in_batch_.clear();
+    size_t budget = std::min<size_t>(n_batch_, free_cells);
+    for (auto & a : active) {
+        a->n_in_batch = 0;
+        if (!member(*a) || budget == 0) {
+            continue;
+        }
+        a->first_index = batch_.n_tokens;
+        if (generating) {
+            a->n_in_batch = 1;
+            batch_add(batch_, a->next_token, (llama_pos) a->s->tokens.size(), a->s->id, true);
+        } else {
+            const auto & prompt = a->req().prompt;
+            const size_t n = std::min(budget, prompt.size() - a->n_done);
+            a->n_in_batch = (int32_t) n;
+            for (size_t k = 0; k < n; ++k) {
+                const size_t i = a->n_done + k;
+                batch_add(batch_, prompt[i], (llama_pos) i, a->s->id, i + 1 == prompt.size() || a->req().prompt_logprobs);
+            }
+        }
+        budget -= (size_t) a->n_in_batch;
+        in_batch_.push_back(a->rs.get());
+    }
+    if (batch_.n_tokens == 0) {
+        bool any_generating = false;
+        for (auto & a : active) {
+            any_generating = any_generating || a->generating;
+        }
+        if (!any_generating && only != nullptr) {
+            // a prompt that cannot fit while nothing generates will never fit
+            only->s->busy = false;
+            only->rs->fail(std::make_exception_ptr(context_window_exceeded_error(
+                "the context is full: " + std::to_string(active.size()) + " requests share n_ctx=" +
+                std::to_string(n_ctx_) + "; create the model with a larger n_ctx")));
+            drop(active, {only});
+        }
+        return; // otherwise the prompt waits for generating requests to end
+    }
+
+    const auto t_decode = clock_type::now();
+    const int32_t status = llama_decode(ctx_.get(), batch_);
+    const double decode_ms = ms_since(t_decode);
+    in_batch_.clear();
+    if (status != 0) {
+        for (auto & a : active) {
+            if (a->n_in_batch > 0) {
+                sync_slot_after_failure(*a->s);
+            }
+        }
+        if (status == 1) {
+            make_room(std::numeric_limits<size_t>::max() / 2); // drop every idle cache, try again
+            return;
+        }
+        if (status == 2) {
+            return; // every request in the batch was cancelled: the next step ends them
+        }
+        auto err = std::make_exception_ptr(decode_error(std::string("llama_decode failed: ") + decode_status_text(status) +
+                                                        " (status " + std::to_string(status) + ")"));
+        for (auto & a : active) {
+            if (a->n_in_batch > 0) {
+                a->s->busy = false;
+                a->rs->fail(err);
+                done.push_back(a.get());
+            }
+        }
+        drop(active, done);
+        return;
+    }
+
+    for (auto & a : active) {
+        if (a->n_in_batch == 0) {
+            continue;
+        }
+        const completion_request & req = a->req();
+        int32_t idx = a->first_index;
+        try {
+            if (generating) {
+                a->s->tokens.push_back(a->next_token);
+                a->res.time.decode_ms += decode_ms;
+            } else {
+                const size_t n = (size_t) a->n_in_batch;
+                a->s->tokens.insert(a->s->tokens.end(), req.prompt.begin() + (ptrdiff_t) a->n_done,
+                                    req.prompt.begin() + (ptrdiff_t) (a->n_done + n));
+                if (req.prompt_logprobs && req.logprobs >= 0) {
+                    for (size_t j = 0; j < n; ++j) {
+                        const size_t next = a->n_done + j + 1;
+                        if (next < req.prompt.size()) {
+                            a->res.prompt_logprobs.push_back(logprob_of(idx + (int32_t) j, req.prompt[next], req.logprobs));
+                        }
+                    }
+                }
+                a->n_done += n;
+                idx = a->first_index + a->n_in_batch - 1;
+                if (a->n_done < req.prompt.size()) {
+                    continue; // more prompt next step
+                }
+                a->generating = true;
+                a->res.time.prompt_ms = ms_since(a->t_start);
+                a->res.time.prompt_n = (int32_t) (a->n_done - (size_t) a->res.n_cached);
+                a->t_eval = clock_type::now();
+                if (req.max_tokens == 0) {
+                    finish(*a, "length");
+                    done.push_back(a.get());
+                    continue;
+                }
+            }
+            const auto t_sample = clock_type::now();
+            const llama_token tok = sample(*a->rs, idx);
+            a->res.time.sample_ms += ms_since(t_sample);
+            if (!accept_token(*a, tok, idx)) {
+                done.push_back(a.get());
+            }
+        } catch (...) {
+            a->s->busy = false;
+            a->rs->fail(std::current_exception());
+            done.push_back(a.get());
+        }
+    }
+    drop(active, done);
+}
+
+} // namespace lci

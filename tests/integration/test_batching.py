@@ -1,0 +1,199 @@
+"""Many requests on one model: slots, continuous batching, queueing, cancellation, no cross-talk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import jsonschema
+import pytest
+
+from llamacpp_integrations import Llama
+
+pytestmark = pytest.mark.integration
+
+WORDS = ["apple", "river", "guitar", "planet", "candle", "violin", "forest", "copper"]
+
+
+@pytest.fixture(scope="module")
+def multi(model_path: str) -> Iterator[Llama]:
+    with Llama(model_path=model_path, n_ctx=4096, seed=1234) as model:  # n_seq_max=4
+        yield model
+
+
+def greedy(llm: Llama, prompt: str, n: int = 16) -> str:
+    out = llm(prompt, max_tokens=n, temperature=0)
+    return str(out["choices"][0]["text"])  # type: ignore[index]
+
+
+def test_no_cross_talk_between_concurrent_sequences(multi: Llama) -> None:
+    prompts = [f"{w}, {w}, {w}, {w}, {w}," for w in WORDS]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        outs = list(pool.map(lambda p: greedy(multi, p, 8), prompts))
+    for word, out in zip(WORDS, outs, strict=True):
+        assert word in out, (word, out)
+        assert not [w for w in WORDS if w != word and w in out], (word, out)
+
+
+def test_batched_greedy_matches_alone(multi: Llama) -> None:
+    """20 prompts x 32 tokens, decoded 4 at a time (the default n_seq_max) from a cold cache,
+    against each decoded alone from a cold cache."""
+    topics = ["the sea", "a cat", "music", "winter", "bread", "trains", "the moon", "chess",
+              "rain", "coffee", "bees", "mountains", "a library", "robots", "gardens", "fire",
+              "the desert", "clocks", "birds", "paper"]  # fmt: skip
+    prompts = [f"Here is a short note about {t}:" for t in topics]
+    alone = []
+    for p in prompts:
+        multi.reset()
+        alone.append(greedy(multi, p, 32))
+    batched: dict[int, str] = {}
+    for start in range(0, len(prompts), 4):
+        multi.reset()
+        barrier = threading.Barrier(4)
+
+        def run(i: int, barrier: threading.Barrier) -> None:
+            barrier.wait()  # all four are queued together
+            batched[i] = greedy(multi, prompts[i], 32)
+
+        threads = [threading.Thread(target=run, args=(i, barrier)) for i in range(start, start + 4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    same = sum(alone[i] == batched[i] for i in range(len(prompts)))
+    print(f"batched == alone on {same}/{len(prompts)} prompts")
+    assert same >= 18
+
+
+def test_32_threads_of_mixed_requests_finish(multi: Llama) -> None:
+    add = {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add two integers.",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"],
+            },
+        },
+    }
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+
+    def job(i: int) -> tuple[str, Any]:
+        kind = ("completion", "chat", "tool", "json")[i % 4]
+        if kind == "completion":
+            return kind, multi(f"Count: {i},", max_tokens=12)
+        messages = [{"role": "user", "content": f"Request {i}: tell me about number {i}."}]
+        if kind == "chat":
+            return kind, multi.create_chat_completion(messages, max_tokens=12)
+        if kind == "tool":
+            return kind, multi.create_chat_completion(
+                messages, tools=[add], tool_choice="required", max_tokens=48
+            )
+        fmt = {"type": "json_schema", "json_schema": {"schema": schema}}
+        return kind, multi.create_chat_completion(
+            messages, response_format=fmt, max_tokens=48, dry_multiplier=0.8
+        )
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(job, range(32), timeout=240))
+    assert len(results) == 32
+    for kind, out in results:
+        choice = out["choices"][0]
+        if kind == "completion":
+            assert choice["finish_reason"] in ("stop", "length")
+        elif kind == "tool":
+            call = choice["message"]["tool_calls"][0]
+            assert call["function"]["name"] == "add"
+            jsonschema.validate(
+                json.loads(call["function"]["arguments"]), add["function"]["parameters"]
+            )  # type: ignore[index]
+        elif kind == "json" and choice["finish_reason"] == "stop":
+            jsonschema.validate(json.loads(choice["message"]["content"]), schema)
+
+
+def test_cancelling_one_stream_leaves_the_others_untouched(multi: Llama) -> None:
+    prompts = ["The history of Rome:", "The history of Paris:", "The history of Oslo:"]
+    multi.reset()
+    alone = {p: greedy(multi, p, 24) for p in prompts}
+    multi.reset()
+    texts: dict[str, str] = {}
+    cancelled_finish: list[str] = []
+
+    def consume(p: str) -> None:
+        stream = multi(p, max_tokens=24 if p != prompts[1] else 2000, temperature=0, stream=True)
+        text = ""
+        for n, chunk in enumerate(stream):  # type: ignore[union-attr]
+            text += chunk["choices"][0]["text"]
+            if p == prompts[1] and n == 3:
+                stream.close()  # type: ignore[union-attr]
+                cancelled_finish.append(stream.result.finish_reason if stream.result else "closed")  # type: ignore[union-attr]
+                break
+        texts[p] = text
+
+    threads = [threading.Thread(target=consume, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert cancelled_finish
+    assert texts[prompts[0]] == alone[prompts[0]]
+    assert texts[prompts[2]] == alone[prompts[2]]
+
+
+def test_requests_beyond_the_slots_queue_and_all_finish(model_path: str) -> None:
+    with Llama(model_path=model_path, n_ctx=2048, n_seq_max=2, seed=1) as llm:
+        with ThreadPoolExecutor(6) as pool:
+            outs = list(pool.map(lambda i: llm(f"Item {i}:", max_tokens=8), range(6)))
+        assert all(o["choices"][0]["finish_reason"] in ("stop", "length") for o in outs)  # type: ignore[index]
+
+
+def test_interleaved_conversations_keep_their_prefix_cache(multi: Llama) -> None:
+    """Turns alternate between two conversations; each turn reuses its own conversation's
+    cached history instead of re-reading it."""
+    multi.reset()
+    convs: list[list[dict[str, Any]]] = [
+        [{"role": "system", "content": "You answer questions about the sea. " * 20}],
+        [{"role": "system", "content": "You answer questions about space. " * 20}],
+    ]
+    cached = []
+    for turn in range(3):
+        for conv in convs:
+            conv.append({"role": "user", "content": f"Question {turn}: tell me one fact."})
+            out = multi.create_chat_completion(conv, max_tokens=12, temperature=0)
+            conv.append(out["choices"][0]["message"])  # type: ignore[index,arg-type]
+            cached.append(out["usage"]["prompt_tokens_details"]["cached_tokens"])  # type: ignore[index]
+            if turn > 0:
+                assert cached[-1] > 150, cached  # the whole earlier history came from the cache
+
+
+def test_a_full_context_ends_requests_cleanly(model_path: str) -> None:
+    with Llama(model_path=model_path, n_ctx=256, n_seq_max=4, seed=1) as llm:
+        with ThreadPoolExecutor(4) as pool:
+            outs = list(
+                pool.map(lambda i: llm(f"Story {i}:", max_tokens=200, ignore_eos=True), range(4))
+            )
+        reasons = [o["choices"][0]["finish_reason"] for o in outs]  # type: ignore[index]
+        assert all(r in ("length", "stop") for r in reasons)
+        assert llm("Hi", max_tokens=2)["choices"][0]["finish_reason"] in ("length", "stop")  # type: ignore[index]
+
+
+async def test_async_requests_run_together(multi: Llama) -> None:
+    outs = await asyncio.gather(
+        *[
+            multi.acreate_completion(f"{w}, {w}, {w}, {w},", max_tokens=6, temperature=0)
+            for w in WORDS
+        ]
+    )
+    for word, out in zip(WORDS, outs, strict=True):
+        assert word in out["choices"][0]["text"]  # type: ignore[index]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -19,7 +19,7 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     ToolCallBlock,
 )
-from llama_index.core.bridge.pydantic import BaseModel, Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.constants import (
     DEFAULT_CONTEXT_WINDOW,
@@ -28,56 +28,40 @@ from llama_index.core.constants import (
 )
 
 # re-exported by llama_index.core.instrumentation without an __all__ entry
-from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
-from llama_index.core.instrumentation.events.llm import (
-    LLMStructuredPredictEndEvent,
-    LLMStructuredPredictInProgressEvent,
-    LLMStructuredPredictStartEvent,
-)
-from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
-from llama_index.core.prompts import PromptTemplate
-from llama_index.core.types import BaseOutputParser, Model, PydanticProgramMode
+from llama_index.core.types import BaseOutputParser, PydanticProgramMode
 
 from ..errors import InvalidParameterError, LlamaError
 from ..llama import Llama
 from ..models import default_model_path
+from ._instrument import chat_callback, completion_callback
 from ._messages import (
-    ChatStreamAccumulator,
     chat_response,
     completion_response,
     to_openai_messages,
     tool_calls_of,
     tool_selections,
-    usage_kwargs,
 )
+from ._streams import (
+    achat_from_completion_stream,
+    achat_stream,
+    acompletion_stream,
+    chat_from_completion_stream,
+    chat_stream,
+    completion_stream,
+    text_as_chat,
+)
+from ._structured import StructuredOutputMixin
 from .download import download_model
 
 if TYPE_CHECKING:
-    from llama_index.core.program.utils import FlexibleModel
     from llama_index.core.tools.types import BaseTool
 
 __all__ = ["LlamaCPP"]
 
-dispatcher = get_dispatcher(__name__)
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
 _TEMPLATE_ONLY = ("tools", "functions", "response_format")
 """Arguments only the model's chat template can express (a custom formatter cannot)."""
-
-
-def _chat_callback(f: _F) -> _F:
-    return cast(_F, llm_chat_callback()(f))
-
-
-def _completion_callback(f: _F) -> _F:
-    return cast(_F, llm_completion_callback()(f))
-
-
-def _span(f: _F) -> _F:
-    return cast(_F, dispatcher.span(f))
 
 
 def _training_context(path: str) -> int:
@@ -91,14 +75,7 @@ def _training_context(path: str) -> int:
     return int(value) if value.isdigit() else 0
 
 
-def _json_schema_format(output_cls: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": output_cls.__name__, "schema": output_cls.model_json_schema()},
-    }
-
-
-class LlamaCPP(FunctionCallingLLM):
+class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
     """A GGUF model running in-process on llama.cpp, as a LlamaIndex function-calling LLM.
 
     A drop-in replacement for ``llama_index.llms.llama_cpp.LlamaCPP``: the same fields, but
@@ -267,7 +244,9 @@ class LlamaCPP(FunctionCallingLLM):
             InvalidParameterError: A bad URL, hash or engine argument.
             TypeError: An unknown key in ``model_kwargs``.
         """
-        super().__init__(
+        # the pydantic model's own __init__ (the structured-output mixin has none)
+        FunctionCallingLLM.__init__(
+            self,
             model_url=model_url,
             model_path=os.fspath(model_path) if model_path is not None else None,
             model_sha256=model_sha256,
@@ -432,7 +411,7 @@ class LlamaCPP(FunctionCallingLLM):
 
     # ------------------------------------------------------------------ chat
 
-    @_chat_callback
+    @chat_callback
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Replies to ``messages`` with the model's chat template.
 
@@ -449,10 +428,10 @@ class LlamaCPP(FunctionCallingLLM):
         """
         raw_prompt, request, params = self._chat_args(messages, kwargs)
         if raw_prompt:
-            return _text_as_chat(completion_response(self._completion(request, params)))
+            return text_as_chat(completion_response(self._completion(request, params)))
         return chat_response(self._chat_completion(request, params))
 
-    @_chat_callback
+    @chat_callback
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Streams the reply to ``messages``; each response holds the message so far.
 
@@ -465,12 +444,12 @@ class LlamaCPP(FunctionCallingLLM):
         """
         raw_prompt, request, params = self._chat_args(messages, kwargs)
         if raw_prompt:
-            return _chat_from_completion_stream(
+            return chat_from_completion_stream(
                 self._client.create_completion(request, stream=True, **params)
             )
-        return _chat_stream(self._client.create_chat_completion(request, stream=True, **params))
+        return chat_stream(self._client.create_chat_completion(request, stream=True, **params))
 
-    @_chat_callback
+    @chat_callback
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """:meth:`chat` without blocking the event loop; cancelling the task stops generation.
 
@@ -484,10 +463,10 @@ class LlamaCPP(FunctionCallingLLM):
         raw_prompt, request, params = self._chat_args(messages, kwargs)
         if raw_prompt:
             out = await self._acompletion(request, params)
-            return _text_as_chat(completion_response(out))
+            return text_as_chat(completion_response(out))
         return chat_response(await self._achat_completion(request, params))
 
-    @_chat_callback
+    @chat_callback
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
@@ -502,16 +481,16 @@ class LlamaCPP(FunctionCallingLLM):
         """
         raw_prompt, request, params = self._chat_args(messages, kwargs)
         if raw_prompt:
-            return _achat_from_completion_stream(
+            return achat_from_completion_stream(
                 await self._client.acreate_completion(request, stream=True, **params)
             )
-        return _achat_stream(
+        return achat_stream(
             await self._client.acreate_chat_completion(request, stream=True, **params)
         )
 
     # ------------------------------------------------------------------ completion
 
-    @_completion_callback
+    @completion_callback
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Completes ``prompt``.
 
@@ -532,7 +511,7 @@ class LlamaCPP(FunctionCallingLLM):
             return completion_response(self._completion(request, params))
         return completion_response(self._chat_completion(request, params))
 
-    @_completion_callback
+    @completion_callback
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
@@ -548,14 +527,12 @@ class LlamaCPP(FunctionCallingLLM):
         """
         raw_prompt, request, params = self._completion_args(prompt, formatted, kwargs)
         if raw_prompt:
-            return _completion_stream(
-                self._client.create_completion(request, stream=True, **params)
-            )
-        return _completion_stream(
+            return completion_stream(self._client.create_completion(request, stream=True, **params))
+        return completion_stream(
             self._client.create_chat_completion(request, stream=True, **params)
         )
 
-    @_completion_callback
+    @completion_callback
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
@@ -574,7 +551,7 @@ class LlamaCPP(FunctionCallingLLM):
             return completion_response(await self._acompletion(request, params))
         return completion_response(await self._achat_completion(request, params))
 
-    @_completion_callback
+    @completion_callback
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
@@ -590,10 +567,10 @@ class LlamaCPP(FunctionCallingLLM):
         """
         raw_prompt, request, params = self._completion_args(prompt, formatted, kwargs)
         if raw_prompt:
-            return _acompletion_stream(
+            return acompletion_stream(
                 await self._client.acreate_completion(request, stream=True, **params)
             )
-        return _acompletion_stream(
+        return acompletion_stream(
             await self._client.acreate_chat_completion(request, stream=True, **params)
         )
 
@@ -702,303 +679,3 @@ class LlamaCPP(FunctionCallingLLM):
                 f"{(response.message.content or '')[:200]!r}"
             )
         return selections
-
-    # ------------------------------------------------------------------ structured output
-
-    def _structured_request(
-        self,
-        output_cls: type[BaseModel],
-        prompt: PromptTemplate,
-        llm_kwargs: dict[str, Any] | None,
-        prompt_args: dict[str, Any],
-    ) -> tuple[list[ChatMessage], dict[str, Any]]:
-        messages = self._extend_messages(prompt.format_messages(llm=self, **prompt_args))
-        kwargs = dict(llm_kwargs or {})
-        for key in ("tools", "tool_choice", "tool_required", "allow_parallel_tool_calls"):
-            kwargs.pop(key, None)
-        kwargs["response_format"] = _json_schema_format(output_cls)
-        return messages, kwargs
-
-    @_span
-    def structured_predict(
-        self,
-        output_cls: type[Model],
-        prompt: PromptTemplate,
-        llm_kwargs: dict[str, Any] | None = None,
-        **prompt_args: Any,
-    ) -> Model:
-        """A ``output_cls`` instance from the model, generated under its JSON-schema grammar.
-
-        With ``pydantic_program_mode`` other than ``DEFAULT``, LlamaIndex's program for that
-        mode is used instead.
-
-        Args:
-            output_cls: The Pydantic class to produce.
-            prompt: The prompt template.
-            llm_kwargs: Generation arguments for the call.
-            **prompt_args: Variables of the template.
-
-        Returns:
-            The validated instance.
-        """
-        if self.pydantic_program_mode != PydanticProgramMode.DEFAULT:
-            fallback: Model = super().structured_predict(
-                output_cls, prompt, llm_kwargs, **prompt_args
-            )
-            return fallback
-        dispatcher.event(
-            LLMStructuredPredictStartEvent(
-                output_cls=output_cls, template=prompt, template_args=prompt_args
-            )
-        )
-        messages, kwargs = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
-        response = self.chat(messages, **kwargs)
-        result: Model = _parse_structured(output_cls, response.message.content, response.raw)
-        dispatcher.event(LLMStructuredPredictEndEvent(output=result))
-        return result
-
-    @_span
-    async def astructured_predict(
-        self,
-        output_cls: type[Model],
-        prompt: PromptTemplate,
-        llm_kwargs: dict[str, Any] | None = None,
-        **prompt_args: Any,
-    ) -> Model:
-        """:meth:`structured_predict` without blocking the event loop.
-
-        Args:
-            output_cls: The Pydantic class to produce.
-            prompt: The prompt template.
-            llm_kwargs: Generation arguments for the call.
-            **prompt_args: Variables of the template.
-
-        Returns:
-            The validated instance.
-        """
-        if self.pydantic_program_mode != PydanticProgramMode.DEFAULT:
-            afallback: Model = await super().astructured_predict(
-                output_cls, prompt, llm_kwargs, **prompt_args
-            )
-            return afallback
-        dispatcher.event(
-            LLMStructuredPredictStartEvent(
-                output_cls=output_cls, template=prompt, template_args=prompt_args
-            )
-        )
-        messages, kwargs = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
-        response = await self.achat(messages, **kwargs)
-        result: Model = _parse_structured(output_cls, response.message.content, response.raw)
-        dispatcher.event(LLMStructuredPredictEndEvent(output=result))
-        return result
-
-    @_span
-    def stream_structured_predict(
-        self,
-        output_cls: type[Model],
-        prompt: PromptTemplate,
-        llm_kwargs: dict[str, Any] | None = None,
-        **prompt_args: Any,
-    ) -> Generator[Model | FlexibleModel, None, None]:
-        """Streams partial ``output_cls`` objects as the JSON arrives; the last one validates.
-
-        Args:
-            output_cls: The Pydantic class to produce.
-            prompt: The prompt template.
-            llm_kwargs: Generation arguments for the call.
-            **prompt_args: Variables of the template.
-
-        Returns:
-            A generator of partial objects (fields fill in as they arrive).
-        """
-        if self.pydantic_program_mode != PydanticProgramMode.DEFAULT:
-            return super().stream_structured_predict(output_cls, prompt, llm_kwargs, **prompt_args)
-        messages, kwargs = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
-
-        def gen() -> Generator[Model | FlexibleModel, None, None]:
-            dispatcher.event(
-                LLMStructuredPredictStartEvent(
-                    output_cls=output_cls, template=prompt, template_args=prompt_args
-                )
-            )
-            partial = _PartialObjects(output_cls)
-            for response in self.stream_chat(messages, **kwargs):
-                obj = partial.update(response)
-                if obj is not None:
-                    dispatcher.event(LLMStructuredPredictInProgressEvent(output=obj))
-                    yield obj
-            final = partial.final()
-            yield final
-            dispatcher.event(LLMStructuredPredictEndEvent(output=final))
-
-        return gen()
-
-    @_span
-    async def astream_structured_predict(
-        self,
-        output_cls: type[Model],
-        prompt: PromptTemplate,
-        llm_kwargs: dict[str, Any] | None = None,
-        **prompt_args: Any,
-    ) -> AsyncGenerator[Model | FlexibleModel, None]:
-        """:meth:`stream_structured_predict` for asyncio.
-
-        Args:
-            output_cls: The Pydantic class to produce.
-            prompt: The prompt template.
-            llm_kwargs: Generation arguments for the call.
-            **prompt_args: Variables of the template.
-
-        Returns:
-            An async generator of partial objects; the last one validates.
-        """
-        if self.pydantic_program_mode != PydanticProgramMode.DEFAULT:
-            return await super().astream_structured_predict(
-                output_cls, prompt, llm_kwargs, **prompt_args
-            )
-        messages, kwargs = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
-
-        async def gen() -> AsyncGenerator[Model | FlexibleModel, None]:
-            dispatcher.event(
-                LLMStructuredPredictStartEvent(
-                    output_cls=output_cls, template=prompt, template_args=prompt_args
-                )
-            )
-            partial = _PartialObjects(output_cls)
-            async for response in await self.astream_chat(messages, **kwargs):
-                obj = partial.update(response)
-                if obj is not None:
-                    dispatcher.event(LLMStructuredPredictInProgressEvent(output=obj))
-                    yield obj
-            final = partial.final()
-            yield final
-            dispatcher.event(LLMStructuredPredictEndEvent(output=final))
-
-        return gen()
-
-
-def _parse_structured(output_cls: type[Model], text: str | None, raw: Any) -> Model:
-    """The object in a JSON-schema-constrained reply; a clear error when it was cut short."""
-    try:
-        return output_cls.model_validate_json(text or "")
-    except ValueError as e:  # pydantic's ValidationError included
-        finish = None
-        if isinstance(raw, Mapping) and raw.get("choices"):
-            finish = raw["choices"][0].get("finish_reason")
-        if finish != "length":
-            raise
-        raise ValueError(
-            f"the {output_cls.__name__} object was cut off at the token limit before its JSON "
-            "was complete; raise max_new_tokens (or pass llm_kwargs={'max_tokens': ...}), or "
-            "bound the schema's lists and strings (max_length)"
-        ) from e
-
-
-class _PartialObjects:
-    """Partial objects of a streamed JSON reply, through LlamaIndex's own partial parsing."""
-
-    def __init__(self, output_cls: type[Any]) -> None:
-        self.output_cls = output_cls
-        self.current: Any = None
-        self.text = ""
-        self.raw: Any = None
-
-    def update(self, response: ChatResponse) -> Any:
-        from llama_index.core.program.utils import process_streaming_objects
-
-        self.text = response.message.content or ""
-        self.raw = response.raw
-        if not response.delta:
-            return None
-        self.current = process_streaming_objects(
-            response,
-            self.output_cls,
-            cur_objects=[self.current] if self.current is not None else None,
-            flexible_mode=True,
-        )
-        return self.current
-
-    def final(self) -> Any:
-        return _parse_structured(self.output_cls, self.text, self.raw)
-
-
-# ---------------------------------------------------------------------- stream adapters
-
-
-def _text_as_chat(response: CompletionResponse) -> ChatResponse:
-    return ChatResponse(
-        message=ChatMessage(role=MessageRole.ASSISTANT, content=response.text),
-        delta=response.delta,
-        raw=response.raw,
-        logprobs=response.logprobs,
-        additional_kwargs=response.additional_kwargs,
-    )
-
-
-def _chat_stream(stream: Any) -> ChatResponseGen:
-    acc = ChatStreamAccumulator()
-    try:
-        for chunk in stream:
-            response = acc.add(chunk)
-            if response is not None:
-                yield response
-    finally:
-        stream.close()
-
-
-async def _achat_stream(stream: Any) -> ChatResponseAsyncGen:
-    acc = ChatStreamAccumulator()
-    try:
-        async for chunk in stream:
-            response = acc.add(chunk)
-            if response is not None:
-                yield response
-    finally:
-        stream.close()
-
-
-def _completion_chunk_text(chunk: Any) -> str:
-    choice = chunk["choices"][0]
-    if "delta" in choice:
-        return str(choice["delta"].get("content") or "")
-    return str(choice.get("text") or "")
-
-
-def _completion_stream(stream: Any) -> CompletionResponseGen:
-    text = ""
-    try:
-        for chunk in stream:
-            delta = _completion_chunk_text(chunk)
-            text += delta
-            if delta or "usage" in chunk:
-                yield _completion_chunk(text, delta, chunk)
-    finally:
-        stream.close()
-
-
-async def _acompletion_stream(stream: Any) -> CompletionResponseAsyncGen:
-    text = ""
-    try:
-        async for chunk in stream:
-            delta = _completion_chunk_text(chunk)
-            text += delta
-            if delta or "usage" in chunk:
-                yield _completion_chunk(text, delta, chunk)
-    finally:
-        stream.close()
-
-
-def _completion_chunk(text: str, delta: str, chunk: Any) -> CompletionResponse:
-    return CompletionResponse(
-        text=text, delta=delta, raw=dict(chunk), additional_kwargs=usage_kwargs(chunk)
-    )
-
-
-def _chat_from_completion_stream(stream: Any) -> ChatResponseGen:
-    for r in _completion_stream(stream):
-        yield _text_as_chat(r)
-
-
-async def _achat_from_completion_stream(stream: Any) -> ChatResponseAsyncGen:
-    async for r in _acompletion_stream(stream):
-        yield _text_as_chat(r)

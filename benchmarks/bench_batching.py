@@ -37,6 +37,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER = REPO / ".bench" / "llama.cpp-build" / "bin" / "llama-server"
@@ -161,6 +162,19 @@ def document(i: int) -> str:
     return " ".join(sentences)
 
 
+def streamed_text_and_ttft(start: Callable[[], Any]) -> tuple[str, float]:
+    """The text of a chat stream and its time to first content token (from ``start()``)."""
+    t0 = time.perf_counter()
+    ttft = 0.0
+    text = ""
+    for chunk in start():
+        delta = chunk["choices"][0]["delta"].get("content")
+        if delta and not ttft:
+            ttft = time.perf_counter() - t0
+        text += delta or ""
+    return text, ttft
+
+
 def interleaved(model: str, threads: int) -> dict[str, float]:
     """4 conversations x 6 turns x 48 tokens, alternating; total time and turn-6 TTFT."""
     from llamacpp_integrations import Llama
@@ -187,17 +201,11 @@ def interleaved(model: str, threads: int) -> dict[str, float]:
     n_prompt = len(ours.tokenize(document(0)))
 
     def ours_chat(conv: list[dict[str, str]]) -> tuple[str, float]:
-        t0 = time.perf_counter()
-        ttft = 0.0
-        text = ""
-        for chunk in ours.create_chat_completion(
-            conv, max_tokens=48, temperature=0, ignore_eos=True, stream=True
-        ):  # type: ignore[union-attr]
-            delta = chunk["choices"][0]["delta"].get("content")
-            if delta and not ttft:
-                ttft = time.perf_counter() - t0
-            text += delta or ""
-        return text, ttft
+        return streamed_text_and_ttft(
+            lambda: ours.create_chat_completion(
+                conv, max_tokens=48, temperature=0, ignore_eos=True, stream=True
+            )
+        )
 
     out["ours_total_s"], out["ours_turn6_ttft_s"] = run(ours_chat)
     # the same last turn from a cold cache
@@ -216,17 +224,11 @@ def interleaved(model: str, threads: int) -> dict[str, float]:
     ref = llama_cpp.Llama(model, n_ctx=16384, n_threads=threads, flash_attn=True, verbose=False)
 
     def ref_chat(conv: list[dict[str, str]]) -> tuple[str, float]:
-        t0 = time.perf_counter()
-        ttft = 0.0
-        text = ""
-        for chunk in ref.create_chat_completion(
-            conv, max_tokens=48, temperature=0, stream=True, logit_bias={ref.token_eos(): -1e9}
-        ):  # type: ignore[union-attr]
-            delta = chunk["choices"][0]["delta"].get("content")
-            if delta and not ttft:
-                ttft = time.perf_counter() - t0
-            text += delta or ""
-        return text, ttft
+        return streamed_text_and_ttft(
+            lambda: ref.create_chat_completion(
+                conv, max_tokens=48, temperature=0, stream=True, logit_bias={ref.token_eos(): -1e9}
+            )
+        )
 
     out["llama_cpp_python_total_s"], _ = run(ref_chat)
     return out

@@ -30,7 +30,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-#include <chrono>
 
 namespace lci {
 

@@ -37,6 +37,7 @@ void init_chat(nb::module_ & m) {
 
     nb::class_<lci::chat_prompt>(m, "ChatPrompt", "A rendered chat prompt with its grammar and parser.")
         .def_ro("prompt", &lci::chat_prompt::prompt)
+        .def_ro("tokens", &lci::chat_prompt::tokens, "The prompt tokenized (BOS once).")
         .def_ro("stops", &lci::chat_prompt::stops)
         .def_ro("format", &lci::chat_prompt::format, "llama.cpp's format name, or 'generic'.")
         .def_ro("generic_tools", &lci::chat_prompt::generic_tools)

@@ -1,8 +1,10 @@
 // Engine, SamplingParams, Request and the result types.
 #include "bindings.h"
 
+#include "compute.h"
 #include "engine.h"
 
+#include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
@@ -95,11 +97,13 @@ void init_engine(nb::module_ & m) {
         .def_ro("n_completion", &lci::completion_result::n_completion)
         .def_ro("timings", &lci::completion_result::time)
         .def_ro("logprobs", &lci::completion_result::logprobs)
-        .def_ro("prompt_logprobs", &lci::completion_result::prompt_logprobs);
+        .def_ro("prompt_logprobs", &lci::completion_result::prompt_logprobs)
+        .def_ro("message", &lci::completion_result::message, "Chat requests: the parsed reply (None otherwise).");
 
     nb::class_<lci::stream_event>(m, "StreamEvent")
         .def_ro("text", &lci::stream_event::text)
-        .def_ro("logprobs", &lci::stream_event::logprobs);
+        .def_ro("logprobs", &lci::stream_event::logprobs)
+        .def_ro("deltas", &lci::stream_event::deltas, "Chat requests: the changes to the message.");
 
     nb::class_<lci::request_state>(m, "Request", "A submitted completion: wait on it, read its events, cancel it.")
         .def("wait", &lci::request_state::wait, nb::arg("timeout") = -1.0, nb::call_guard<nb::gil_scoped_release>(),
@@ -111,6 +115,8 @@ void init_engine(nb::module_ & m) {
              "The final result (blocks until finished); raises the error the request failed with.")
         .def("cancel", &lci::request_state::cancel, "Stops the request within one token (or one graph node).")
         .def_prop_ro("cancelled", &lci::request_state::cancelled)
+        .def_prop_ro("wakeups", &lci::request_state::wakeups,
+                     "How many times the engine woke this request's waiter (streamed events plus the end).")
         .def("set_notify_fd", &lci::request_state::set_notify_fd, nb::arg("fd"),
              "Writes a byte to fd (a non-blocking pipe) on every event and at the end, so an event "
              "loop can wait without a thread; -1 stops it. POSIX only.");
@@ -145,7 +151,7 @@ void init_engine(nb::module_ & m) {
         .def("submit",
              [](py_engine & self, std::vector<llama_token> prompt, const lci::sampling_params & sampling,
                 int32_t max_tokens, std::vector<std::string> stop, int32_t logprobs, bool prompt_logprobs,
-                bool stream, bool ignore_eos) {
+                bool stream, bool ignore_eos, int32_t debug_fail_at) {
                  lci::completion_request req;
                  req.prompt = std::move(prompt);
                  req.sampling = sampling;
@@ -155,13 +161,55 @@ void init_engine(nb::module_ & m) {
                  req.prompt_logprobs = prompt_logprobs;
                  req.stream = stream;
                  req.ignore_eos = ignore_eos;
+                 req.debug_fail_at = debug_fail_at;
                  nb::gil_scoped_release release;
                  return self.get().submit(std::move(req));
              },
              nb::arg("prompt"), nb::arg("sampling"), nb::kw_only(), nb::arg("max_tokens") = 16,
              nb::arg("stop") = std::vector<std::string>{}, nb::arg("logprobs") = -1,
              nb::arg("prompt_logprobs") = false, nb::arg("stream") = false, nb::arg("ignore_eos") = false,
-             "Validates and queues a completion; raises before queuing when something is wrong.")
+             nb::arg("debug_fail_at") = -1,
+             "Validates and queues a completion; raises before queuing when something is wrong. "
+             "debug_fail_at (tests only): the sampler throws after that many tokens.")
+        .def("submit_chat",
+             [](py_engine & self, const lci::chat_templates & templates, std::string messages_json,
+                const lci::sampling_params & sampling, std::string tools_json, std::string tool_choice,
+                bool parallel_tool_calls, std::string json_schema, bool json_object, std::string grammar,
+                bool enable_thinking, bool parse_reasoning, std::map<std::string, std::string> template_kwargs,
+                int32_t max_tokens, std::vector<std::string> stop, int32_t logprobs, bool stream, bool ignore_eos,
+                int32_t debug_fail_at) {
+                 lci::chat_request chat;
+                 chat.messages_json = std::move(messages_json);
+                 chat.tools_json = std::move(tools_json);
+                 chat.tool_choice = std::move(tool_choice);
+                 chat.parallel_tool_calls = parallel_tool_calls;
+                 chat.json_schema = std::move(json_schema);
+                 chat.json_object = json_object;
+                 chat.grammar = std::move(grammar);
+                 chat.enable_thinking = enable_thinking;
+                 chat.parse_reasoning = parse_reasoning;
+                 chat.template_kwargs = std::move(template_kwargs);
+                 lci::completion_request req;
+                 req.sampling = sampling;
+                 req.max_tokens = max_tokens;
+                 req.stop = std::move(stop);
+                 req.logprobs = logprobs;
+                 req.stream = stream;
+                 req.ignore_eos = ignore_eos;
+                 req.debug_fail_at = debug_fail_at;
+                 nb::gil_scoped_release release;
+                 return self.get().submit_chat(templates, chat, std::move(req));
+             },
+             nb::arg("templates"), nb::arg("messages_json"), nb::arg("sampling"), nb::kw_only(),
+             nb::arg("tools_json") = "", nb::arg("tool_choice") = "auto", nb::arg("parallel_tool_calls") = true,
+             nb::arg("json_schema") = "", nb::arg("json_object") = false, nb::arg("grammar") = "",
+             nb::arg("enable_thinking") = true, nb::arg("parse_reasoning") = true,
+             nb::arg("template_kwargs") = std::map<std::string, std::string>{}, nb::arg("max_tokens") = 16,
+             nb::arg("stop") = std::vector<std::string>{}, nb::arg("logprobs") = -1, nb::arg("stream") = false,
+             nb::arg("ignore_eos") = false, nb::arg("debug_fail_at") = -1,
+             "Renders, tokenizes and queues a chat request whole; the result carries the parsed message "
+             "and, when streaming, each event the deltas of the message. Raises before queuing when "
+             "something is wrong.")
         .def("embed",
              [](py_engine & self, const std::vector<std::vector<llama_token>> & inputs, int32_t normalize) {
                  return self.get().embed(inputs, normalize);
@@ -191,6 +239,8 @@ void init_engine(nb::module_ & m) {
              nb::arg("data"))
         .def("cached_tokens", [](py_engine & self, uint32_t slot) { return self.get().cached_tokens(slot); },
              nb::arg("slot") = 0, nb::call_guard<nb::gil_scoped_release>())
+        .def("kv_used", [](py_engine & self) { return self.get().kv_used(); }, nb::call_guard<nb::gil_scoped_release>(),
+             "KV cells in use by the slots, from llama.cpp's memory state.")
         .def("close", [](py_engine & self) { self.get().close(); }, nb::call_guard<nb::gil_scoped_release>(),
              "Stops the worker; pending requests fail with EngineClosedError.")
         .def_prop_ro("closed", [](py_engine & self) { return self.get().closed(); })
@@ -201,4 +251,7 @@ void init_engine(nb::module_ & m) {
         .def_prop_ro("n_seq_max", [](py_engine & self) { return self.get().n_seq_max(); })
         .def_prop_ro("n_threads", [](py_engine & self) { return self.get().n_threads(); })
         .def_prop_ro("n_threads_batch", [](py_engine & self) { return self.get().n_threads_batch(); });
+
+    m.def("compute_count", &lci::compute_count,
+          "How many graph computations have run on the process-wide compute thread.");
 }

@@ -33,6 +33,8 @@ void init_errors(nb::module_ & m) {
             PyErr_SetString(py_error("DecodeError"), e.what());
         } catch (const lci::invalid_argument_error & e) {
             PyErr_SetString(py_error("InvalidParameterError"), e.what());
+        } catch (const lci::kv_cache_full_error & e) {
+            PyErr_SetString(py_error("KVCacheFullError"), e.what());
         } catch (const lci::engine_closed_error & e) {
             PyErr_SetString(py_error("EngineClosedError"), e.what());
         } catch (const lci::llama_error & e) {
@@ -46,6 +48,7 @@ void init_errors(nb::module_ & m) {
         if (kind == "decode") throw lci::decode_error("test");
         if (kind == "invalid") throw lci::invalid_argument_error("test");
         if (kind == "closed") throw lci::engine_closed_error("test");
+        if (kind == "kv_full") throw lci::kv_cache_full_error("test");
         throw lci::llama_error("test");
     }, "Raises the Python error that a C++ exception of the given kind maps to (for tests).");
 }

@@ -438,6 +438,10 @@ std::shared_ptr<chat_prompt> chat_templates::apply(const chat_request & req) con
     }
 
     out->prompt = params.prompt;
+    out->tokens = model_->tokenize(out->prompt, true, true);
+    if (out->tokens.size() >= 2 && out->tokens[0] == model_->bos() && out->tokens[1] == model_->bos()) {
+        out->tokens.erase(out->tokens.begin()); // the template wrote the BOS already
+    }
     out->stops = params.additional_stops;
     out->generic_tools = generic;
     out->format = generic ? kGenericFormat : common_chat_format_name(params.format);

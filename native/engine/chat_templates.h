@@ -62,6 +62,7 @@ struct chat_delta {
 class chat_prompt {
 public:
     std::string prompt;
+    std::vector<llama_token> tokens; // the prompt tokenized (BOS once, special tokens parsed)
     std::vector<std::string> stops;  // extra stop strings of the format
     std::string format;              // llama.cpp's format name, or "generic"
     bool generic_tools = false;      // our own protocol is in use

@@ -1,12 +1,19 @@
-// engine::embed: sentence embeddings from the same context that generates.
+// engine::embed: sentence embeddings as ordinary scheduled work.
 //
-// The context switches to embedding output for the call (llama_set_embeddings) and back. Several
-// inputs share one decode, each in its own sequence; the slots they used lose their prompt cache.
-// Models that declare a pooling type (BERT-style encoders, embedding fine-tunes) are pooled by
-// llama.cpp; decoder models without one get the mean of their token embeddings.
+// The engine owns a second llama_context over the same weights, in embedding mode, created by the
+// first embed() and sized for one batch. The worker runs one packed batch of it between two
+// generation steps, so generating requests go on while texts are embedded and no slot loses its
+// cached prefix. (Measured against the alternative of embedding sequences in the generating
+// context: that context would have to switch its output mode per decode and give up KV cells
+// that conversations cache; a batch-sized second KV costs n_batch cells, 12 MB on the default
+// model.) Several inputs share one decode, each in its own sequence. Models that declare a
+// pooling type (BERT-style encoders, embedding fine-tunes) are pooled by llama.cpp; decoder
+// models without one get the mean of their token embeddings.
 #include "engine.h"
 
 #include "batch.h"
+#include "compute.h"
+#include "logging.h"
 
 #include <algorithm>
 #include <cmath>
@@ -76,83 +83,146 @@ std::vector<std::vector<float>> engine::embed(const std::vector<std::vector<llam
     if (normalize < -1) {
         throw invalid_argument_error("normalize must be -1 (none), 0 (max abs), 1 (taxicab), 2 (Euclidean) or p > 2");
     }
-
-    const int32_t n_embd = model_->n_embd();
-    std::vector<std::vector<float>> out(inputs.size());
-    run_exclusive([&](llama_context * ctx) {
-        llama_memory_t mem = llama_get_memory(ctx);
-        const bool pooled = llama_pooling_type(ctx) != LLAMA_POOLING_TYPE_NONE;
-        const bool encode = model_->has_encoder();
-        const uint32_t batch_tokens = pooled || encode ? std::min(llama_n_ubatch(ctx), n_batch_) : n_batch_;
-
-        auto clear_seqs = [&](uint32_t n) {
-            for (uint32_t s = 0; s < n; ++s) {
-                llama_memory_seq_rm(mem, slots_[s].id, -1, -1);
-                slots_[s].tokens.clear();
-            }
-        };
-
-        llama_set_embeddings(ctx, true);
-        struct restore {
-            llama_context * ctx;
-            bool value;
-            ~restore() { llama_set_embeddings(ctx, value); }
-        } restore_mode{ctx, embeddings_};
-
-        size_t next = 0;
-        while (next < inputs.size()) {
-            // pack whole inputs into one batch, one sequence each
-            const size_t first = next;
-            batch_clear(batch_);
-            uint32_t n_seqs = 0;
-            while (next < inputs.size() && n_seqs < n_seq_max_ &&
-                   (size_t) batch_.n_tokens + inputs[next].size() <= batch_tokens) {
-                const auto & toks = inputs[next];
-                for (size_t k = 0; k < toks.size(); ++k) {
-                    batch_add(batch_, toks[k], (llama_pos) k, slots_[n_seqs].id, true);
-                }
-                ++n_seqs;
-                ++next;
-            }
-            clear_seqs(n_seqs);
-            const int32_t status = encode ? llama_encode(ctx, batch_) : llama_decode(ctx, batch_);
-            if (status != 0) {
-                clear_seqs(n_seqs);
-                throw decode_error("embedding failed: llama_" + std::string(encode ? "encode" : "decode") +
-                                   " returned " + std::to_string(status));
-            }
-            int32_t row = 0;
-            for (uint32_t s = 0; s < n_seqs; ++s) {
-                const size_t n_tok = inputs[first + s].size();
-                std::vector<float> v((size_t) n_embd, 0.0f);
-                if (pooled) {
-                    const float * e = llama_get_embeddings_seq(ctx, slots_[s].id);
-                    if (e == nullptr) {
-                        throw decode_error("llama.cpp returned no pooled embedding");
-                    }
-                    std::copy(e, e + n_embd, v.begin());
-                } else {
-                    for (size_t k = 0; k < n_tok; ++k) {
-                        const float * e = llama_get_embeddings_ith(ctx, row + (int32_t) k);
-                        if (e == nullptr) {
-                            throw decode_error("llama.cpp returned no token embedding");
-                        }
-                        for (int32_t d = 0; d < n_embd; ++d) {
-                            v[(size_t) d] += e[d];
-                        }
-                    }
-                    for (float & x : v) {
-                        x /= (float) n_tok;
-                    }
-                }
-                row += (int32_t) n_tok;
-                normalize_in_place(v, normalize);
-                out[first + s] = std::move(v);
-            }
-            clear_seqs(n_seqs);
+    if (inputs.empty()) {
+        return {};
+    }
+    auto job = std::make_shared<embed_job>();
+    job->inputs = inputs;
+    job->normalize = normalize;
+    job->out.resize(inputs.size());
+    auto fut = job->done.get_future();
+    {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        if (closed_) {
+            throw engine_closed_error("the engine is closed");
         }
-    });
-    return out;
+        embed_queue_.push_back(job);
+    }
+    queue_cv_.notify_one();
+    fut.get();
+    return std::move(job->out);
+}
+
+void engine::embed_step() {
+    std::shared_ptr<embed_job> job;
+    {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        if (embed_queue_.empty()) {
+            return;
+        }
+        job = embed_queue_.front();
+    }
+    std::exception_ptr err;
+    try {
+        embed_batch(*job);
+    } catch (...) {
+        err = std::current_exception();
+    }
+    if (!err && job->next < job->inputs.size()) {
+        return; // more batches on the next round
+    }
+    {
+        // close() may have taken the job meanwhile and failed it: settle it only if it is ours
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        if (embed_queue_.empty() || embed_queue_.front() != job) {
+            return;
+        }
+        embed_queue_.pop_front();
+    }
+    if (err) {
+        job->done.set_exception(err);
+    } else {
+        job->done.set_value();
+    }
+}
+
+void engine::embed_batch(embed_job & job) {
+    if (!embd_ctx_) {
+        llama_context_params cp = llama_context_default_params();
+        embd_seqs_       = std::min<uint32_t>(std::max<uint32_t>(n_seq_max_, 8), (uint32_t) llama_max_parallel_sequences());
+        cp.n_ctx         = n_batch_;
+        cp.n_batch       = n_batch_;
+        cp.n_ubatch      = llama_n_ubatch(ctx_.get());
+        cp.n_seq_max     = embd_seqs_;
+        cp.n_threads     = n_threads_;
+        cp.n_threads_batch = n_threads_batch_;
+        cp.flash_attn_type = (llama_flash_attn_type) params_.flash_attn;
+        if (params_.type_k >= 0) cp.type_k = (ggml_type) params_.type_k;
+        if (params_.type_v >= 0) cp.type_v = (ggml_type) params_.type_v;
+        cp.embeddings      = true;
+        cp.offload_kqv     = params_.offload_kqv;
+        cp.rope_freq_base  = params_.rope_freq_base;
+        cp.rope_freq_scale = params_.rope_freq_scale;
+        cp.kv_unified      = true;
+        cp.no_perf         = true;
+        cp.abort_callback  = [](void * data) -> bool { return static_cast<engine *>(data)->closed_.load(); };
+        cp.abort_callback_data = this;
+        log_capture capture;
+        embd_ctx_.reset(llama_init_from_model(const_cast<llama_model *>(model_->get()), cp));
+        if (!embd_ctx_) {
+            throw llama_error(capture.explain("failed to create the embedding context"));
+        }
+    }
+    llama_context * ctx = embd_ctx_.get();
+    llama_memory_t mem = llama_get_memory(ctx);
+    const bool pooled = llama_pooling_type(ctx) != LLAMA_POOLING_TYPE_NONE;
+    const bool encode = model_->has_encoder();
+    const uint32_t batch_tokens = pooled || encode ? std::min(llama_n_ubatch(ctx), n_batch_) : n_batch_;
+    const int32_t n_embd = model_->n_embd();
+
+    // pack whole inputs into one batch, one sequence each
+    const size_t first = job.next;
+    batch_clear(batch_);
+    uint32_t n_seqs = 0;
+    while (job.next < job.inputs.size() && n_seqs < embd_seqs_ &&
+           (size_t) batch_.n_tokens + job.inputs[job.next].size() <= batch_tokens) {
+        const auto & toks = job.inputs[job.next];
+        for (size_t k = 0; k < toks.size(); ++k) {
+            batch_add(batch_, toks[k], (llama_pos) k, (llama_seq_id) n_seqs, true);
+        }
+        ++n_seqs;
+        ++job.next;
+    }
+    llama_memory_clear(mem, true);
+    int32_t status = 0;
+    compute_run([&] { status = encode ? llama_encode(ctx, batch_) : llama_decode(ctx, batch_); });
+    if (status != 0) {
+        llama_memory_clear(mem, true);
+        if (closed_) {
+            throw engine_closed_error("the engine was closed");
+        }
+        throw decode_error("embedding failed: llama_" + std::string(encode ? "encode" : "decode") + " returned " +
+                           std::to_string(status));
+    }
+    int32_t row = 0;
+    for (uint32_t s = 0; s < n_seqs; ++s) {
+        const size_t n_tok = job.inputs[first + s].size();
+        std::vector<float> v((size_t) n_embd, 0.0f);
+        if (pooled) {
+            const float * e = llama_get_embeddings_seq(ctx, (llama_seq_id) s);
+            if (e == nullptr) {
+                throw decode_error("llama.cpp returned no pooled embedding");
+            }
+            std::copy(e, e + n_embd, v.begin());
+        } else {
+            for (size_t k = 0; k < n_tok; ++k) {
+                const float * e = llama_get_embeddings_ith(ctx, row + (int32_t) k);
+                if (e == nullptr) {
+                    throw decode_error("llama.cpp returned no token embedding");
+                }
+                for (int32_t d = 0; d < n_embd; ++d) {
+                    v[(size_t) d] += e[d];
+                }
+            }
+            for (float & x : v) {
+                x /= (float) n_tok;
+            }
+        }
+        row += (int32_t) n_tok;
+        normalize_in_place(v, job.normalize);
+        job.out[first + s] = std::move(v);
+    }
+    llama_memory_clear(mem, true);
 }
 
 } // namespace lci

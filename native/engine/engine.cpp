@@ -1,6 +1,7 @@
 #include "engine.h"
 
 #include "batch.h"
+#include "compute.h"
 #include "logging.h"
 
 #include "common.h" // common/common.h: common_cpu_get_num_math
@@ -43,6 +44,7 @@ engine::engine(std::shared_ptr<model> m, const context_params & p) : model_(std:
         throw invalid_argument_error("rope_freq_base and rope_freq_scale must be >= 0 (0: from the model)");
     }
 
+    params_          = p;
     n_threads_       = p.n_threads > 0 ? p.n_threads : common_cpu_get_num_math();
     n_threads_batch_ = p.n_threads_batch > 0 ? p.n_threads_batch : n_threads_;
 
@@ -96,7 +98,6 @@ engine::engine(std::shared_ptr<model> m, const context_params & p) : model_(std:
     n_ctx_seq_ = llama_n_ctx_seq(ctx_.get());
     n_batch_   = llama_n_batch(ctx_.get());
     n_seq_max_ = llama_n_seq_max(ctx_.get());
-    embeddings_ = p.embeddings;
     batch_     = llama_batch_init((int32_t) n_batch_, 0, 1);
     for (uint32_t i = 0; i < n_seq_max_; ++i) {
         slots_.push_back(slot{(llama_seq_id) i, {}});
@@ -111,12 +112,14 @@ engine::~engine() {
 
 void engine::close() {
     std::deque<task> dropped;
+    std::deque<std::shared_ptr<embed_job>> dropped_embed;
     {
         std::lock_guard<std::mutex> lock(queue_mutex_);
         if (closed_.exchange(true)) {
             return;
         }
-        dropped.swap(queue_); // active requests see closed_ and end as cancelled
+        dropped.swap(queue_); // the worker fails the active requests when it sees closed_
+        dropped_embed.swap(embed_queue_);
     }
     queue_cv_.notify_all();
     auto err = std::make_exception_ptr(engine_closed_error("the engine was closed"));
@@ -126,6 +129,9 @@ void engine::close() {
         } else if (t.done) {
             t.done->set_exception(err);
         }
+    }
+    for (auto & j : dropped_embed) {
+        j->done.set_exception(err);
     }
     if (worker_.joinable() && worker_.get_id() != std::this_thread::get_id()) {
         worker_.join();
@@ -180,6 +186,19 @@ std::shared_ptr<request_state> engine::submit(completion_request req) {
     }
     queue_cv_.notify_one();
     return rs;
+}
+
+std::shared_ptr<request_state> engine::submit_chat(const chat_templates & templates, const chat_request & chat,
+                                                   completion_request req) {
+    if (closed_) {
+        throw engine_closed_error("the engine is closed");
+    }
+    std::shared_ptr<const chat_prompt> prompt = templates.apply(chat);
+    prompt->configure(*model_, req.sampling);
+    req.stop.insert(req.stop.end(), prompt->stops.begin(), prompt->stops.end());
+    req.prompt = prompt->tokens;
+    req.chat = std::move(prompt);
+    return submit(std::move(req));
 }
 
 void engine::run_exclusive(const std::function<void(llama_context *)> & fn) {
@@ -277,6 +296,25 @@ void engine::reset() {
             s.tokens.clear();
         }
     });
+}
+
+size_t engine::kv_used_cells() const {
+    llama_memory_t mem = llama_get_memory(ctx_.get());
+    size_t n = 0;
+    for (const auto & s : slots_) {
+        const llama_pos lo = llama_memory_seq_pos_min(mem, s.id);
+        const llama_pos hi = llama_memory_seq_pos_max(mem, s.id);
+        if (lo >= 0 && hi >= lo) {
+            n += (size_t) (hi - lo + 1);
+        }
+    }
+    return n;
+}
+
+size_t engine::kv_used() {
+    size_t n = 0;
+    run_exclusive([&](llama_context *) { n = kv_used_cells(); });
+    return n;
 }
 
 std::vector<llama_token> engine::cached_tokens(uint32_t slot_index) {

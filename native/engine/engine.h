@@ -8,8 +8,16 @@
 // slot holds decodes only the new suffix). Every step decodes one batch with the next token of
 // each generating request plus prompt chunks of new ones, then samples each request with its own
 // sampler. Requests beyond n_seq_max wait in FIFO order. Per-token work never leaves C++.
+//
+// A chat request arrives whole (submit_chat): the template is rendered, the prompt tokenized and
+// the grammar set up before it is queued, and the worker parses the reply as it grows, handing
+// out OpenAI-shaped deltas only to a request that streams. A request that does not stream wakes
+// its waiter once, when it ends. Embeddings run on a second context owned by the engine,
+// interleaved with the generation steps, so neither waits for the other and no slot's cache is
+// touched. Every graph computation runs on the process-wide compute thread (compute.h).
 #pragma once
 
+#include "chat_templates.h"
 #include "errors.h"
 #include "model.h"
 #include "sampler.h"
@@ -72,6 +80,10 @@ struct completion_request {
     bool prompt_logprobs = false; // also report logprobs of the prompt tokens (echo)
     bool stream = false;      // deliver text as it becomes final
     bool ignore_eos = false;
+    // A chat request: the reply is parsed into a message (and into deltas when streaming).
+    std::shared_ptr<const chat_prompt> chat;
+    // Test hook: the sampler throws once this many tokens were generated (< 0: never).
+    int32_t debug_fail_at = -1;
 };
 
 struct timings {
@@ -94,11 +106,13 @@ struct completion_result {
     timings time;
     std::vector<token_logprob> logprobs;
     std::vector<token_logprob> prompt_logprobs;
+    std::optional<chat_message> message; // chat requests: the parsed reply
 };
 
 struct stream_event {
     std::string text;
     std::vector<token_logprob> logprobs;
+    std::vector<chat_delta> deltas; // chat requests: what the new text changed in the message
 };
 
 // Shared between the caller and the worker.
@@ -119,6 +133,8 @@ public:
     // Writes one byte to fd (a non-blocking pipe) whenever an event is queued or the request
     // ends, so an event loop can wait on it without a thread; -1 stops that. POSIX only.
     void set_notify_fd(int fd);
+    // How many times the worker woke this request's waiter (events plus the end).
+    uint32_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
 
 private:
     friend class engine;
@@ -143,6 +159,7 @@ private:
     completion_result result_;
     std::exception_ptr error_;
     int notify_fd_ = -1;
+    mutable std::atomic<uint32_t> wakeups_{0};
 };
 
 struct active_request; // scheduler.cpp: a request being served in a slot
@@ -157,11 +174,18 @@ public:
     // Validates the request and queues it. Throws invalid_argument_error,
     // context_window_exceeded_error or grammar_error before anything is queued.
     std::shared_ptr<request_state> submit(completion_request req);
+    // A chat request: renders chat with the templates, tokenizes it, puts the format's grammar,
+    // triggers and stop strings into req, and submits it. Throws before queueing as submit does,
+    // and invalid_argument_error for malformed messages or tools.
+    std::shared_ptr<request_state> submit_chat(const chat_templates & templates, const chat_request & chat,
+                                               completion_request req);
 
     // Embeddings of each input (token ids), one vector of n_embd floats per input. Uses the
     // model's pooling, or the mean over the tokens for models without one; normalize: -1 none,
-    // 2 Euclidean (unit length). Inputs are packed into as few decodes as the batch allows.
-    // Throws invalid_argument_error for an empty input or one longer than the batch.
+    // 2 Euclidean (unit length). Inputs are packed into as few decodes as the batch allows, on
+    // the engine's embedding context, between generation steps: generation goes on meanwhile
+    // and no slot's cache is touched. Throws invalid_argument_error for an empty input or one
+    // longer than the batch.
     std::vector<std::vector<float>> embed(const std::vector<std::vector<llama_token>> & inputs, int32_t normalize);
 
     // Runs fn on the worker, between requests, and waits for it.
@@ -173,8 +197,8 @@ public:
     std::string save_state();
     void load_state(const std::string & data);
 
-    // Stops the worker: queued requests fail with engine_closed_error, a running one is
-    // cancelled. Idempotent.
+    // Stops the worker: every queued and running request (and embedding) fails with
+    // engine_closed_error, then the worker is joined. Idempotent.
     void close();
     bool closed() const { return closed_.load(); }
 
@@ -189,6 +213,8 @@ public:
     int32_t n_threads_batch() const { return n_threads_batch_; }
     // The tokens cached in slot 0 (for tests and introspection).
     std::vector<llama_token> cached_tokens(uint32_t slot = 0);
+    // KV cells in use, from llama.cpp's memory state (for tests and introspection).
+    size_t kv_used();
 
 private:
     struct slot {
@@ -202,9 +228,26 @@ private:
         std::function<void(llama_context *)> fn;
         std::shared_ptr<std::promise<void>> done;
     };
+    // One embed() call; owned jointly by the caller and the worker.
+    struct embed_job {
+        std::vector<std::vector<llama_token>> inputs;
+        int32_t normalize = 2;
+        std::vector<std::vector<float>> out;
+        size_t next = 0; // the first input not yet embedded
+        std::promise<void> done;
+    };
 
     friend struct active_request;
     void worker_main();
+    // Fails every active request with err and frees their slots (the worker's exception barrier,
+    // and close()).
+    void fail_active(std::vector<std::unique_ptr<active_request>> & active, const std::exception_ptr & err);
+    // Embeds the next packed batch of the oldest embed() call, if any.
+    void embed_step();
+    void embed_batch(embed_job & job);
+    // The newest request of the batch (or of those generating) ends with kv_cache_full_error.
+    void evict_newest(std::vector<std::unique_ptr<active_request>> & active, bool in_batch_only);
+    size_t kv_used_cells() const;
     // Takes queued work: runs exclusive tasks when nothing is active, admits requests into free
     // slots. Returns false when the worker should exit.
     bool take_work(std::vector<std::unique_ptr<active_request>> & active);
@@ -219,6 +262,7 @@ private:
     // Handles a sampled token; returns false when the request finished.
     bool accept_token(active_request & a, llama_token tok, int32_t output_index);
     void finish(active_request & a, const std::string & reason);
+    void finish_result(active_request & a, const std::string & reason);
     // Frees KV cells by dropping the caches of idle slots (least recently used first) until
     // `needed` cells are free or no idle slot holds anything. Returns the free cells.
     size_t make_room(size_t needed);
@@ -232,12 +276,15 @@ private:
     llama_batch batch_{};
     uint32_t n_ctx_ = 0, n_ctx_seq_ = 0, n_batch_ = 0, n_seq_max_ = 1;
     int32_t n_threads_ = 0, n_threads_batch_ = 0;
-    bool embeddings_ = false; // the context's own embedding mode (embed() switches it on)
+    context_params params_;
+    llama_context_ptr embd_ctx_; // created by the first embed()
+    uint32_t embd_seqs_ = 0;
     std::vector<slot> slots_;
 
     std::mutex queue_mutex_;
     std::condition_variable queue_cv_;
     std::deque<task> queue_;
+    std::deque<std::shared_ptr<embed_job>> embed_queue_;
     std::atomic<bool> closed_{false};
     std::vector<request_state *> in_batch_; // the requests of the decode in progress (worker only)
     uint64_t use_clock_ = 0;

@@ -37,6 +37,12 @@ struct invalid_argument_error : llama_error {
     using llama_error::llama_error;
 };
 
+// The shared KV cache ran out of cells while the request was generating, with no idle cache
+// left to drop: the request was ended so that the others can finish (not "length").
+struct kv_cache_full_error : llama_error {
+    using llama_error::llama_error;
+};
+
 // The engine was closed while a request was pending.
 struct engine_closed_error : llama_error {
     using llama_error::llama_error;

@@ -182,7 +182,8 @@ std::string generic_grammar(const ojson & tools, bool must_call, bool parallel) 
                                 "' cannot be turned into a grammar: " + e.what());
         }
     }
-    docs.push_back(common_chat_schema_from_json(to_common(ojson{{"type", "string"}})));
+    // an answer is never empty: {"response": ""} would end an agent's run with no answer
+    docs.push_back(common_chat_schema_from_json(to_common(ojson{{"type", "string"}, {"minLength", 1}})));
     try {
         return build_grammar([&](const common_grammar_builder & b) {
             std::string alternatives;

@@ -18,6 +18,7 @@ void request_state::set_notify_fd(int fd) {
 }
 
 void request_state::notify_locked() const {
+    wakeups_.fetch_add(1, std::memory_order_relaxed);
 #ifndef _WIN32
     if (notify_fd_ >= 0) {
         const char byte = 1;
@@ -73,6 +74,9 @@ void request_state::push_event(stream_event ev) {
 void request_state::finish(completion_result res) {
     {
         std::lock_guard<std::mutex> lock(mutex_);
+        if (done_) {
+            return;
+        }
         result_ = std::move(res);
         done_ = true;
         notify_locked();
@@ -84,6 +88,9 @@ void request_state::finish(completion_result res) {
 void request_state::fail(std::exception_ptr err) {
     {
         std::lock_guard<std::mutex> lock(mutex_);
+        if (done_) {
+            return;
+        }
         error_ = std::move(err);
         done_ = true;
         notify_locked();

@@ -4,21 +4,9 @@
 #include "logging.h"
 #include "model.h"
 
-#include <cmath>
-#include <cstdio>
-#include <mutex>
+#include "llama-grammar.h" // llama.cpp's src/: the grammar parser, for its diagnosis
 
-#ifdef _WIN32
-#    include <io.h>
-#    define lci_dup _dup
-#    define lci_dup2 _dup2
-#    define lci_close _close
-#else
-#    include <unistd.h>
-#    define lci_dup dup
-#    define lci_dup2 dup2
-#    define lci_close close
-#endif
+#include <cmath>
 
 namespace lci {
 
@@ -36,88 +24,76 @@ void check_finite(float v, const char * name) {
 
 } // namespace
 
-// llama.cpp's grammar parser prints its diagnostics with fprintf(stderr) rather than through the
-// log callback. To put them into the exception (and keep stderr quiet), stderr is pointed at a
-// temporary file while the parser runs; anything else written meanwhile is passed on.
-class stderr_capture {
-public:
-    stderr_capture() {
-        std::fflush(stderr);
-        file_ = std::tmpfile();
-        saved_ = file_ ? lci_dup(2) : -1;
-        if (saved_ >= 0 && lci_dup2(fileno(file_), 2) < 0) {
-            lci_close(saved_);
-            saved_ = -1;
-        }
-    }
-    ~stderr_capture() { finish(); }
+namespace {
 
-    std::string finish() {
-        std::string out;
-        if (saved_ >= 0) {
-            std::fflush(stderr);
-            lci_dup2(saved_, 2);
-            lci_close(saved_);
-            saved_ = -1;
-            std::rewind(file_);
-            char buf[4096];
-            size_t n;
-            while ((n = std::fread(buf, 1, sizeof(buf), file_)) > 0) {
-                out.append(buf, n);
+// Skips blanks, newlines and # comments, as llama.cpp's grammar parser does between rules.
+const char * skip_space(const char * pos) {
+    while (*pos == ' ' || *pos == '\t' || *pos == '#' || *pos == '\r' || *pos == '\n') {
+        if (*pos == '#') {
+            while (*pos && *pos != '\r' && *pos != '\n') {
+                pos++;
             }
+        } else {
+            pos++;
         }
-        if (file_) {
-            std::fclose(file_);
-            file_ = nullptr;
-        }
-        return out;
     }
+    return pos;
+}
 
-private:
-    std::FILE * file_ = nullptr;
-    int saved_ = -1;
-};
-
-void grammar_check(const model & m, const std::string & grammar) {
-    static std::mutex mutex; // one redirection at a time
-    std::string printed;
-    llama_sampler_ptr g;
-    log_capture capture;
-    {
-        std::lock_guard<std::mutex> lock(mutex);
-        stderr_capture err;
-        g.reset(llama_sampler_init_grammar(m.vocab(), grammar.c_str(), "root"));
-        printed = err.finish();
+// Why llama.cpp's parser rejects the grammar ("" if it parses). llama_grammar_parser::parse()
+// writes its diagnosis to stderr and returns false; calling its rule parser directly yields the
+// same diagnosis as an exception, without touching a file descriptor or another thread's output.
+std::string grammar_diagnose(const model & m, const std::string & grammar) {
+    const size_t nul = grammar.find('\0');
+    if (nul != std::string::npos) {
+        return "the grammar contains a NUL character at offset " + std::to_string(nul);
     }
-    // keep the parser's own diagnosis, pass anything else on to the real stderr
-    std::string diagnosis, others;
-    size_t start = 0;
-    while (start < printed.size()) {
-        size_t end = printed.find('\n', start);
-        end = end == std::string::npos ? printed.size() : end + 1;
-        const std::string line = printed.substr(start, end - start);
-        (line.find("error parsing grammar") != std::string::npos ? diagnosis : others) += line;
-        start = end;
-    }
-    if (!others.empty() && (g || diagnosis.empty())) {
-        std::fwrite(others.data(), 1, others.size(), stderr);
-    }
-    if (!g) {
-        std::string why = diagnosis;
-        const size_t colon = why.find("error parsing grammar: ");
-        if (colon != std::string::npos) {
-            why = why.substr(colon + 23);
+    llama_grammar_parser parser(m.vocab());
+    try {
+        const char * pos = skip_space(grammar.c_str());
+        while (*pos) {
+            pos = parser.parse_rule(pos);
         }
-        while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) {
-            why.pop_back();
-        }
+    } catch (const std::exception & e) {
+        std::string why = e.what();
+        why = why.substr(0, why.find('\n'));
         if (why.size() >= 3 && why.compare(why.size() - 3, 3, " at") == 0) {
             why += " the end of the grammar";
         }
-        if (why.empty()) {
-            why = capture.text();
+        return why;
+    }
+    for (const auto & rule : parser.rules) {
+        if (rule.empty()) {
+            return "Undefined rule";
         }
-        throw grammar_error(why.empty() ? "invalid GBNF grammar" : "invalid GBNF grammar: " + why);
+        for (const auto & elem : rule) {
+            if (elem.type == LLAMA_GRETYPE_RULE_REF &&
+                (elem.value >= parser.rules.size() || parser.rules[elem.value].empty())) {
+                for (const auto & [name, id] : parser.symbol_ids) {
+                    if (id == elem.value) {
+                        return "Undefined rule identifier '" + name + "'";
+                    }
+                }
+                return "Undefined rule";
+            }
+        }
+    }
+    return "";
+}
+
+} // namespace
+
+void grammar_check(const model & m, const std::string & grammar) {
+    const std::string why = grammar_diagnose(m, grammar);
+    if (!why.empty()) {
+        throw grammar_error("invalid GBNF grammar: " + why);
+    }
+    // it parses; llama.cpp may still refuse it (left recursion, no root), through its log
+    log_capture capture;
+    llama_sampler_ptr g(llama_sampler_init_grammar(m.vocab(), grammar.c_str(), "root"));
+    if (!g) {
+        const std::string logged = capture.text();
+        throw grammar_error(logged.empty() ? "invalid GBNF grammar" : "invalid GBNF grammar: " + logged);
     }
 }
 

@@ -5,11 +5,16 @@
 // still reading their prompt, as far as n_batch and the free KV cells allow. One llama_decode
 // runs the batch; then each request samples from its own logits with its own sampler (and
 // grammar), hands out text, and either ends (freeing its slot at once) or queues its next token.
-// Exclusive tasks (reset, state, embeddings) run between steps, once no request is active; new
-// requests are not admitted while one waits, so it is never starved.
+// Exclusive tasks (reset, state) run between steps, once no request is active; new requests are
+// not admitted while one waits, so it is never starved. Embeddings run between steps too, one
+// packed batch at a time, on their own context (embeddings.cpp).
+//
+// The worker never takes the process down: an exception fails the requests it concerns (a
+// sampler's, the request alone; anything else, every active request) and the worker goes on.
 #include "engine.h"
 
 #include "batch.h"
+#include "compute.h"
 
 #include <algorithm>
 #include <chrono>
@@ -56,32 +61,62 @@ struct active_request {
     int32_t n_in_batch = 0;     // this step: how many of its tokens are in the batch
     uint64_t admitted = 0;      // admission order (the newest gives way when the context is full)
     text_stream out;
+    std::unique_ptr<chat_stream> parser; // a streamed chat reply: deltas as it grows
+    std::string streamed;                 // the final text the parser has seen
     completion_result res;
     clock_type::time_point t_start, t_eval;
 
     active_request(std::shared_ptr<request_state> r, uint64_t order)
-        : rs(std::move(r)), admitted(order), out(rs->req_.stop), t_start(clock_type::now()) {}
+        : rs(std::move(r)), admitted(order), out(rs->req_.stop), t_start(clock_type::now()) {
+        if (rs->req_.chat && rs->req_.stream) {
+            parser = std::make_unique<chat_stream>(rs->req_.chat);
+        }
+    }
     const completion_request & req() const { return rs->req_; }
 };
 
 void engine::worker_main() {
     std::vector<std::unique_ptr<active_request>> active;
-    while (take_work(active)) {
-        if (!active.empty()) {
-            step(active);
+    for (;;) {
+        try {
+            if (!take_work(active)) {
+                break;
+            }
+            if (!active.empty()) {
+                step(active);
+            }
+            embed_step();
+        } catch (...) {
+            // a bug or an exhausted resource outside any one request's handling: the requests
+            // in flight fail with it, the engine keeps serving
+            fail_active(active, std::current_exception());
         }
     }
+    fail_active(active, std::make_exception_ptr(engine_closed_error("the engine was closed")));
+}
+
+void engine::fail_active(std::vector<std::unique_ptr<active_request>> & active, const std::exception_ptr & err) {
+    in_batch_.clear();
+    for (auto & a : active) {
+        if (a->s != nullptr) {
+            sync_slot_after_failure(*a->s);
+            a->s->busy = false;
+            a->s->last_used = ++use_clock_;
+        }
+        a->rs->fail(err);
+    }
+    active.clear();
 }
 
 bool engine::take_work(std::vector<std::unique_ptr<active_request>> & active) {
     std::vector<std::shared_ptr<request_state>> admitted;
     {
         std::unique_lock<std::mutex> lock(queue_mutex_);
-        if (active.empty()) {
-            queue_cv_.wait(lock, [&] { return closed_ || !queue_.empty(); });
-            if (queue_.empty()) {
-                return false; // closed, nothing left
-            }
+        if (active.empty() && embed_queue_.empty()) {
+            queue_cv_.wait(lock, [&] { return closed_ || !queue_.empty() || !embed_queue_.empty(); });
+        }
+        if (closed_) {
+            return false;
         }
         while (!queue_.empty() && admitted.size() + active.size() < n_seq_max_) {
             task & front = queue_.front();
@@ -144,7 +179,7 @@ void engine::admit(std::vector<std::unique_ptr<active_request>> & active, std::s
     auto a = std::make_unique<active_request>(std::move(rs), ++use_clock_);
     const completion_request & req = a->req();
     a->res.n_prompt = (int32_t) req.prompt.size();
-    if (a->rs->cancelled() || closed_) {
+    if (a->rs->cancelled()) {
         a->res.finish_reason = "cancelled";
         a->rs->finish(std::move(a->res));
         return;
@@ -183,13 +218,7 @@ void engine::admit(std::vector<std::unique_ptr<active_request>> & active, std::s
 }
 
 size_t engine::make_room(size_t needed) {
-    auto used = [&] {
-        size_t n = 0;
-        for (const auto & s : slots_) {
-            n += s.tokens.size();
-        }
-        return n;
-    };
+    auto used = [&] { return kv_used_cells(); };
     size_t free_cells = n_ctx_ - std::min<size_t>(n_ctx_, used());
     while (free_cells < needed) {
         slot * victim = nullptr;
@@ -209,13 +238,23 @@ size_t engine::make_room(size_t needed) {
 }
 
 void engine::finish(active_request & a, const std::string & reason) {
+    if (a.s != nullptr) {
+        a.s->busy = false;
+        a.s->last_used = ++use_clock_;
+    }
+    try {
+        finish_result(a, reason);
+    } catch (...) {
+        a.rs->fail(std::current_exception()); // e.g. a parser that rejects the final text
+    }
+}
+
+void engine::finish_result(active_request & a, const std::string & reason) {
     completion_result & res = a.res;
     const completion_request & req = a.req();
+    std::string tail;
     if (!a.out.stopped()) {
-        std::string tail = a.out.flush();
-        if (req.stream && !tail.empty()) {
-            a.rs->push_event(stream_event{utf8_sanitize(tail), {}});
-        }
+        tail = utf8_sanitize(a.out.flush());
     }
     // drop logprobs of tokens that only made up a cut stop string
     const size_t kept = a.out.size();
@@ -231,9 +270,18 @@ void engine::finish(active_request & a, const std::string & reason) {
         res.time.prompt_n = (int32_t) (a.n_done - (size_t) res.n_cached);
     }
     res.time.eval_n = res.n_completion;
-    if (a.s != nullptr) {
-        a.s->busy = false;
-        a.s->last_used = ++use_clock_;
+    if (req.chat && a.parser) {
+        stream_event ev;
+        ev.text = std::move(tail);
+        ev.deltas = a.parser->update(res.text, false);
+        if (!ev.text.empty() || !ev.deltas.empty()) {
+            a.rs->push_event(std::move(ev));
+        }
+        res.message = a.parser->message();
+    } else if (req.chat) {
+        res.message = req.chat->parse(res.text, false);
+    } else if (req.stream && !tail.empty()) {
+        a.rs->push_event(stream_event{std::move(tail), {}, {}});
     }
     a.rs->finish(std::move(res));
 }
@@ -258,9 +306,16 @@ bool engine::accept_token(active_request & a, llama_token tok, int32_t idx) {
         }
         res.logprobs.push_back(std::move(lp));
     }
-    if (req.stream && (!emitted.empty() || !ev.logprobs.empty())) {
+    if (req.stream) {
         ev.text = utf8_sanitize(emitted);
-        a.rs->push_event(std::move(ev));
+        if (a.parser && !ev.text.empty()) {
+            a.streamed += ev.text;
+            ev.deltas = a.parser->update(a.streamed, true);
+        }
+        // a chat stream wakes its reader only when the message changed (or for logprobs)
+        if (a.parser ? !ev.deltas.empty() || !ev.logprobs.empty() : !ev.text.empty() || !ev.logprobs.empty()) {
+            a.rs->push_event(std::move(ev));
+        }
     }
     if (a.out.stopped()) {
         res.stop_word = a.out.stop_word();
@@ -280,7 +335,7 @@ void engine::step(std::vector<std::unique_ptr<active_request>> & active) {
     // cancelled requests end now, freeing their slots
     std::vector<active_request *> done;
     for (auto & a : active) {
-        if (a->rs->cancelled() || closed_) {
+        if (a->rs->cancelled()) {
             finish(*a, "cancelled");
             done.push_back(a.get());
         }
@@ -334,14 +389,7 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
     if (generating) {
         // the context is full of active requests: the newest generating one gives way
         while (wanted > free_cells) {
-            active_request * newest = nullptr;
-            for (auto & a : active) {
-                if (a->generating && (newest == nullptr || a->admitted > newest->admitted)) {
-                    newest = a.get();
-                }
-            }
-            finish(*newest, "length");
-            drop(active, {newest});
+            evict_newest(active, false);
             wanted--;
         }
     }
@@ -387,7 +435,8 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
     }
 
     const auto t_decode = clock_type::now();
-    const int32_t status = llama_decode(ctx_.get(), batch_);
+    int32_t status = 0;
+    compute_run([&] { status = llama_decode(ctx_.get(), batch_); });
     const double decode_ms = ms_since(t_decode);
     in_batch_.clear();
     if (status != 0) {
@@ -397,8 +446,28 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
             }
         }
         if (status == 1) {
-            make_room(std::numeric_limits<size_t>::max() / 2); // drop every idle cache, try again
-            return;
+            // no room for the batch: drop every idle cache and try again next step; with none
+            // left to drop, something must give way, or the same decode would fail forever
+            const size_t before = kv_used_cells();
+            make_room(std::numeric_limits<size_t>::max() / 2);
+            if (kv_used_cells() < before) {
+                return;
+            }
+            if (generating) {
+                evict_newest(active, true);
+                return;
+            }
+            const bool any_generating =
+                std::any_of(active.begin(), active.end(), [](const auto & x) { return x->generating; });
+            if (!any_generating) {
+                only->s->busy = false;
+                only->rs->fail(std::make_exception_ptr(context_window_exceeded_error(
+                    "the KV cache has no room for the prompt (n_ctx=" + std::to_string(n_ctx_) +
+                    " cells shared by " + std::to_string(n_seq_max_) +
+                    " slots); create the model with a larger n_ctx")));
+                drop(active, {only});
+            }
+            return; // the prompt waits for generating requests to end
         }
         if (status == 2) {
             return; // every request in the batch was cancelled: the next step ends them
@@ -453,6 +522,10 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
                     continue;
                 }
             }
+            if (req.debug_fail_at >= 0 && a->res.n_completion >= req.debug_fail_at) {
+                throw std::runtime_error("the sampler failed (test hook: debug_fail_at=" +
+                                         std::to_string(req.debug_fail_at) + ")");
+            }
             const auto t_sample = clock_type::now();
             const llama_token tok = sample(*a->rs, idx);
             a->res.time.sample_ms += ms_since(t_sample);
@@ -466,6 +539,31 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
         }
     }
     drop(active, done);
+}
+
+} // namespace lci
+
+namespace lci {
+
+void engine::evict_newest(std::vector<std::unique_ptr<active_request>> & active, bool in_batch_only) {
+    active_request * newest = nullptr;
+    for (auto & a : active) {
+        const bool candidate = in_batch_only ? a->n_in_batch > 0 : a->generating;
+        if (candidate && (newest == nullptr || a->admitted > newest->admitted)) {
+            newest = a.get();
+        }
+    }
+    if (newest == nullptr) {
+        return;
+    }
+    newest->s->busy = false;
+    newest->s->last_used = ++use_clock_;
+    newest->rs->fail(std::make_exception_ptr(kv_cache_full_error(
+        "the KV cache is full: " + std::to_string(active.size()) + " requests share n_ctx=" + std::to_string(n_ctx_) +
+        " cells and no idle slot holds a cache to drop, so the newest request was ended after " +
+        std::to_string(newest->res.n_completion) +
+        " generated tokens; create the model with a larger n_ctx or a smaller n_seq_max")));
+    drop(active, {newest});
 }
 
 } // namespace lci

@@ -17,6 +17,7 @@ from .errors import (
     EngineClosedError,
     GrammarError,
     InvalidParameterError,
+    KVCacheFullError,
     LlamaError,
     ModelLoadError,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "EngineClosedError",
     "GrammarError",
     "InvalidParameterError",
+    "KVCacheFullError",
     "Llama",
     "LlamaError",
     "ModelLoadError",

@@ -1,8 +1,10 @@
 """Chat completions: OpenAI-shaped requests in, OpenAI ``chat.completion`` responses out.
 
-Prompt rendering, tool-call grammars and parsing all happen natively (``_core.ChatTemplates``,
-built on llama.cpp's ``common/chat.h``); this module only validates and converts arguments and
-builds the response dictionaries.
+The engine owns the whole request (``Engine.submit_chat``): it renders the messages with the
+chat template (llama.cpp's ``common/chat.h``), tokenizes them, sets up the tool-call or schema
+grammar, generates, and parses the reply, into deltas while it streams and into the final
+message at the end. This module only turns arguments into that one native call and native
+results into OpenAI dictionaries.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from . import _core
 from ._completion import RequestStream, await_result, timings_of, usage_of, wait_result
-from ._params import check_int, max_tokens_limit, sampling_kwargs, stop_list
+from ._params import bind_call, check_int, max_tokens_limit, sampling_kwargs, stop_list
 from .errors import InvalidParameterError
 from .types import (
     ChatCompletionChunk,
@@ -30,7 +32,6 @@ from .types import (
 __all__ = [
     "ChatCompletionMixin",
     "ChatCompletionStream",
-    "ChatRequest",
     "chat_logprobs",
     "normalize_tool_choice",
     "normalize_tools",
@@ -97,81 +98,6 @@ def response_format_schema(response_format: Mapping[str, Any] | None) -> tuple[s
     )
 
 
-class ChatRequest:
-    """A rendered chat request: the native prompt, plus what the response needs."""
-
-    def __init__(
-        self,
-        templates: _core.ChatTemplates,
-        model: _core.Model,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        tools: list[dict[str, Any]],
-        tool_choice: str,
-        parallel_tool_calls: bool,
-        response_format: Mapping[str, Any] | None,
-        grammar: str | None,
-        enable_thinking: bool,
-        parse_reasoning: bool,
-        template_kwargs: Mapping[str, Any] | None,
-    ) -> None:
-        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-            raise InvalidParameterError("messages must be a list of {'role': ..., 'content': ...}")
-        schema, json_object = response_format_schema(response_format)
-        kwargs = {
-            k: _json(v, f"chat_template_kwargs[{k!r}]") for k, v in (template_kwargs or {}).items()
-        }
-        self.prompt: _core.ChatPrompt = templates.apply(
-            _json(list(messages), "messages"),
-            tools_json=_json(tools, "tools") if tools else "",
-            tool_choice=tool_choice,
-            parallel_tool_calls=parallel_tool_calls,
-            json_schema=schema,
-            json_object=json_object,
-            grammar=grammar or "",
-            enable_thinking=enable_thinking,
-            parse_reasoning=parse_reasoning,
-            template_kwargs=kwargs,
-        )
-        tokens = list(model.tokenize(self.prompt.prompt, True, True))
-        bos = model.token_bos
-        if len(tokens) >= 2 and tokens[0] == bos and tokens[1] == bos:
-            tokens = tokens[1:]  # the template wrote the BOS already
-        self.tokens = tokens
-
-    def message(self, parsed: _core.ChatMessage) -> ChatMessageOut:
-        msg: ChatMessageOut = {"role": "assistant", "content": parsed.content or None}
-        if parsed.tool_calls:
-            msg["tool_calls"] = [_tool_call(tc) for tc in parsed.tool_calls]
-        elif msg["content"] is None:
-            msg["content"] = ""
-        if parsed.reasoning_content:
-            msg["reasoning_content"] = parsed.reasoning_content
-        return msg
-
-    def response(
-        self, result: _core.CompletionResult, *, id: str, created: int, model: str, logprobs: bool
-    ) -> ChatCompletionResponse:
-        parsed = self.prompt.parse(result.text, False)
-        finish = "tool_calls" if parsed.tool_calls else result.finish_reason
-        return {
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": self.message(parsed),
-                    "logprobs": chat_logprobs(result.logprobs) if logprobs else None,
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": usage_of(result),
-            "timings": timings_of(result),
-        }
-
-
 def _tool_call(tc: _core.ChatToolCall) -> ToolCall:
     return {
         "id": tc.id,
@@ -197,29 +123,55 @@ def chat_logprobs(entries: Sequence[_core.TokenLogprob]) -> ChatLogprobs:
     return {"content": content}
 
 
+class ChatResponseMeta:
+    """What a chat response needs besides the native result."""
+
+    def __init__(self, *, id: str, created: int, model: str, logprobs: bool) -> None:
+        self.id = id
+        self.created = created
+        self.model = model
+        self.logprobs = logprobs
+
+    def response(self, result: _core.CompletionResult) -> ChatCompletionResponse:
+        parsed = result.message
+        assert parsed is not None, "a chat request's result carries its message"
+        msg: ChatMessageOut = {"role": "assistant", "content": parsed.content or None}
+        if parsed.tool_calls:
+            msg["tool_calls"] = [_tool_call(tc) for tc in parsed.tool_calls]
+        elif msg["content"] is None:
+            msg["content"] = ""
+        if parsed.reasoning_content:
+            msg["reasoning_content"] = parsed.reasoning_content
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": msg,
+                    "logprobs": chat_logprobs(result.logprobs) if self.logprobs else None,
+                    "finish_reason": "tool_calls" if parsed.tool_calls else result.finish_reason,
+                }
+            ],
+            "usage": usage_of(result),
+            "timings": timings_of(result),
+        }
+
+
 class ChatCompletionStream(RequestStream[ChatCompletionChunk]):
     """Iterator of ``chat.completion.chunk`` deltas; closing it cancels the generation.
 
-    Content, reasoning and tool-call deltas (index, id, name, argument fragments) reassemble to
-    exactly the non-streaming message.
+    The engine parses the reply as it grows and sends only what changed: content, reasoning and
+    tool-call deltas (index, id, name, argument fragments) that reassemble to exactly the
+    non-streaming message. It is also the handle of a request that does not stream
+    (:meth:`response`, :meth:`aresponse`): that request wakes its waiter once, at the end.
     """
 
-    def __init__(
-        self,
-        request: _core.Request,
-        chat: ChatRequest,
-        *,
-        id: str,
-        created: int,
-        model: str,
-        logprobs: bool,
-    ) -> None:
+    def __init__(self, request: _core.Request, meta: ChatResponseMeta) -> None:
         super().__init__(request)
-        self._chat = chat
-        self._parser = chat.prompt.stream()
-        self._id, self._created, self._model = id, created, model
-        self._logprobs = logprobs
-        self._text = ""
+        self._meta = meta
         self._queue: list[ChatCompletionChunk] = [self._chunk({"role": "assistant", "content": ""})]
         self._done = False
         self._saw_tool_call = False
@@ -231,17 +183,28 @@ class ChatCompletionStream(RequestStream[ChatCompletionChunk]):
         logprobs: ChatLogprobs | None = None,
     ) -> ChatCompletionChunk:
         return {
-            "id": self._id,
+            "id": self._meta.id,
             "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
+            "created": self._meta.created,
+            "model": self._meta.model,
             "choices": [
                 {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
             ],
         }
 
-    def _deltas(self, deltas: Sequence[_core.ChatDelta], logprobs: ChatLogprobs | None) -> None:
-        for d in deltas:
+    def _feed(self, event: _core.StreamEvent | None) -> None:
+        if event is None:
+            result = self.result
+            assert result is not None and result.message is not None
+            finish = "tool_calls" if result.message.tool_calls else result.finish_reason
+            last = self._chunk({}, finish)
+            last["usage"] = usage_of(result)
+            last["timings"] = timings_of(result)
+            self._queue.append(last)
+            self._done = True
+            return
+        logprobs = chat_logprobs(event.logprobs) if self._meta.logprobs and event.logprobs else None
+        for d in event.deltas:
             delta: dict[str, Any] = {}
             if d.reasoning_content:
                 delta["reasoning_content"] = d.reasoning_content
@@ -258,27 +221,11 @@ class ChatCompletionStream(RequestStream[ChatCompletionChunk]):
                 function["arguments"] = d.tool_arguments
                 call["function"] = function
                 delta["tool_calls"] = [call]
-                self._saw_tool_call = True
             if delta:
                 self._queue.append(self._chunk(delta, logprobs=logprobs))
                 logprobs = None
         if logprobs is not None:  # tokens that changed nothing visible yet
             self._queue.append(self._chunk({}, logprobs=logprobs))
-
-    def _feed(self, event: _core.StreamEvent | None) -> None:
-        if event is not None:
-            self._text += event.text
-            lp = chat_logprobs(event.logprobs) if self._logprobs and event.logprobs else None
-            self._deltas(self._parser.update(self._text, True), lp)
-            return
-        assert self.result is not None
-        self._deltas(self._parser.update(self.result.text, False), None)
-        finish = "tool_calls" if self._saw_tool_call else self.result.finish_reason
-        last = self._chunk({}, finish)
-        last["usage"] = usage_of(self.result)
-        last["timings"] = timings_of(self.result)
-        self._queue.append(last)
-        self._done = True
 
     def __next__(self) -> ChatCompletionChunk:
         if self._finished:
@@ -304,17 +251,13 @@ class ChatCompletionStream(RequestStream[ChatCompletionChunk]):
         """Waits for the end and returns the whole response, as ``stream=False`` would have."""
         result = wait_result(self._request, self.deadline)
         self._finished = True
-        return self._chat.response(
-            result, id=self._id, created=self._created, model=self._model, logprobs=self._logprobs
-        )
+        return self._meta.response(result)
 
     async def aresponse(self) -> ChatCompletionResponse:
         """Awaits the end and returns the whole response, as ``stream=False`` would have."""
         result = await await_result(self._request, self.deadline)
         self._finished = True
-        return self._chat.response(
-            result, id=self._id, created=self._created, model=self._model, logprobs=self._logprobs
-        )
+        return self._meta.response(result)
 
 
 def read_grammar(grammar: str | None, grammar_path: str | os.PathLike[str] | None) -> str | None:
@@ -445,52 +388,78 @@ class ChatCompletionMixin:
             GrammarError: A grammar or JSON schema that does not parse.
             ContextWindowExceededError: The messages do not fit in the context.
         """
+        handle = self._start_chat(locals())
+        return handle if stream else handle.response()
+
+    def _start_chat(self, args: Mapping[str, Any]) -> ChatCompletionStream:
+        """Submits a chat request (the arguments of :meth:`create_chat_completion`) in one
+        native call and returns its handle."""
         engine = self._require_engine()
-        if reasoning_format not in ("auto", "none", "deepseek"):
+        if args["reasoning_format"] not in ("auto", "none", "deepseek"):
             raise InvalidParameterError(
-                f"reasoning_format must be 'auto' or 'none', not {reasoning_format!r}"
+                f"reasoning_format must be 'auto' or 'none', not {args['reasoning_format']!r}"
             )
-        all_tools = normalize_tools(tools, functions)
-        choice = normalize_tool_choice(tool_choice, function_call, bool(all_tools))
-        chat = ChatRequest(
-            self.chat_templates,
-            self._require_model(),
-            messages,
-            tools=all_tools,
-            tool_choice=choice,
-            parallel_tool_calls=bool(parallel_tool_calls),
-            response_format=response_format,
-            grammar=read_grammar(grammar, grammar_path),
-            enable_thinking=enable_thinking,
-            parse_reasoning=reasoning_format != "none",
-            template_kwargs=chat_template_kwargs,
-        )
-        sampling = self.sampling_params(**sampling_kwargs(locals()))
-        chat.prompt.configure(self._require_model(), sampling)
+        messages = args["messages"]
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+            raise InvalidParameterError("messages must be a list of {'role': ..., 'content': ...}")
+        tools = normalize_tools(args["tools"], args["functions"])
+        choice = normalize_tool_choice(args["tool_choice"], args["function_call"], bool(tools))
+        schema, json_object = response_format_schema(args["response_format"])
+        template_kwargs = {
+            k: _json(v, f"chat_template_kwargs[{k!r}]")
+            for k, v in (args["chat_template_kwargs"] or {}).items()
+        }
         n_logprobs = -1
-        if logprobs:
-            n_logprobs = 0 if top_logprobs is None else check_int(top_logprobs, "top_logprobs", 0)
-        request = engine.submit(
-            chat.tokens,
-            sampling,
-            max_tokens=max_tokens_limit(max_tokens),
-            stop=[*stop_list(stop), *chat.prompt.stops],
+        if args["logprobs"]:
+            top = args["top_logprobs"]
+            n_logprobs = 0 if top is None else check_int(top, "top_logprobs", 0)
+        stream = bool(args["stream"])
+        request = engine.submit_chat(
+            self.chat_templates,
+            _json(list(messages), "messages"),
+            self.sampling_params(**sampling_kwargs(args)),
+            tools_json=_json(tools, "tools") if tools else "",
+            tool_choice=choice,
+            parallel_tool_calls=bool(args["parallel_tool_calls"]),
+            json_schema=schema,
+            json_object=json_object,
+            grammar=read_grammar(args["grammar"], args["grammar_path"]) or "",
+            enable_thinking=bool(args["enable_thinking"]),
+            parse_reasoning=args["reasoning_format"] != "none",
+            template_kwargs=template_kwargs,
+            max_tokens=max_tokens_limit(args["max_tokens"]),
+            stop=stop_list(args["stop"]),
             logprobs=n_logprobs,
             stream=stream,
-            ignore_eos=ignore_eos,
+            ignore_eos=bool(args["ignore_eos"]),
         )
-        response_id, created, name = (
-            f"chatcmpl-{uuid.uuid4()}",
-            int(time.time()),
-            model or self.model_path,
+        meta = ChatResponseMeta(
+            id=f"chatcmpl-{uuid.uuid4()}",
+            created=int(time.time()),
+            model=args["model"] or self.model_path,
+            logprobs=bool(args["logprobs"]),
         )
-        if stream:
-            return ChatCompletionStream(
-                request, chat, id=response_id, created=created, model=name, logprobs=bool(logprobs)
-            )
-        result = wait_result(request)
-        return chat.response(
-            result, id=response_id, created=created, model=name, logprobs=bool(logprobs)
+        return ChatCompletionStream(request, meta)
+
+    def count_chat_tokens(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Prompt tokens these messages (and tools) take once rendered by the chat template."""
+        tools_json = _json(list(tools), "tools") if tools else ""
+        prompt = self.chat_templates.apply(_json(list(messages), "messages"), tools_json=tools_json)
+        return len(prompt.tokens)
+
+    def submit_chat_completion(
+        self, messages: Sequence[Mapping[str, Any]], *, stream: bool = False, **kwargs: Any
+    ) -> ChatCompletionStream:
+        """Queues a chat request and returns its handle at once, with the arguments of
+        :meth:`create_chat_completion`. Iterate it (``stream=True``), or call ``response()`` or
+        ``await aresponse()``: a request that does not stream wakes its waiter only once, when
+        it ends. Closing the handle cancels the request."""
+        return self._start_chat(
+            bind_call(self.create_chat_completion, messages, stream=stream, **kwargs)
         )
 
     async def acreate_chat_completion(
@@ -499,6 +468,5 @@ class ChatCompletionMixin:
         """:meth:`create_chat_completion` for asyncio: the same keyword arguments, and it never
         blocks the event loop. With ``stream=True`` it returns the stream, to be consumed with
         ``async for``. Cancelling the awaiting task cancels the generation."""
-        out = self.create_chat_completion(messages, stream=True, **kwargs)
-        assert isinstance(out, ChatCompletionStream)
-        return out if stream else await out.aresponse()
+        handle = self.submit_chat_completion(messages, stream=stream, **kwargs)
+        return handle if stream else await handle.aresponse()

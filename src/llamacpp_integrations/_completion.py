@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TypeVar
@@ -46,13 +47,22 @@ def _check_deadline(deadline: float | None) -> float | None:
     return left
 
 
+def _wait_slice(deadline: float | None) -> float:
+    """How long one native wait may block: the main thread wakes every WAIT_SLICE_S so that
+    Python can run a Ctrl-C handler; other threads sleep until the request wakes them (or the
+    deadline)."""
+    left = _check_deadline(deadline)
+    if threading.current_thread() is threading.main_thread():
+        return WAIT_SLICE_S if left is None else min(left, WAIT_SLICE_S)
+    return -1.0 if left is None else left
+
+
 def wait_result(request: _core.Request, deadline: float | None = None) -> _core.CompletionResult:
     """Waits for a request's result without blocking Ctrl-C (streamed events are dropped);
     cancels it on any exception, and raises TimeoutError past ``deadline`` (monotonic)."""
     try:
         while not request.done:
-            _check_deadline(deadline)
-            request.wait(WAIT_SLICE_S)
+            request.wait(_wait_slice(deadline))
             while request.next_event() is not None:
                 pass
         return request.result()
@@ -256,8 +266,7 @@ class RequestStream(Iterator[ChunkT], AsyncIterator[ChunkT]):
                 if request.done:
                     self.result = request.result()
                     return None
-                _check_deadline(self.deadline)
-                request.wait(WAIT_SLICE_S)
+                request.wait(_wait_slice(self.deadline))
         except BaseException:
             self.close()
             raise

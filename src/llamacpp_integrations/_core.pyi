@@ -287,12 +287,18 @@ class CompletionResult:
     def logprobs(self) -> list[TokenLogprob]: ...
     @property
     def prompt_logprobs(self) -> list[TokenLogprob]: ...
+    @property
+    def message(self) -> ChatMessage | None:
+        """Chat requests: the parsed reply (None otherwise)."""
 
 class StreamEvent:
     @property
     def text(self) -> str: ...
     @property
     def logprobs(self) -> list[TokenLogprob]: ...
+    @property
+    def deltas(self) -> list[ChatDelta]:
+        """Chat requests: the changes to the message."""
 
 class Request:
     """A submitted completion: wait on it, read its events, cancel it."""
@@ -319,6 +325,12 @@ class Request:
 
     @property
     def cancelled(self) -> bool: ...
+    @property
+    def wakeups(self) -> int:
+        """
+        How many times the engine woke this request's waiter (streamed events plus the end).
+        """
+
     def set_notify_fd(self, fd: int) -> None:
         """
         Writes a byte to fd (a non-blocking pipe) on every event and at the end, so an event loop can wait without a thread; -1 stops it. POSIX only.
@@ -356,9 +368,36 @@ class Engine:
         prompt_logprobs: bool = False,
         stream: bool = False,
         ignore_eos: bool = False,
+        debug_fail_at: int = -1,
     ) -> Request:
         """
-        Validates and queues a completion; raises before queuing when something is wrong.
+        Validates and queues a completion; raises before queuing when something is wrong. debug_fail_at (tests only): the sampler throws after that many tokens.
+        """
+
+    def submit_chat(
+        self,
+        templates: ChatTemplates,
+        messages_json: str,
+        sampling: SamplingParams,
+        *,
+        tools_json: str = "",
+        tool_choice: str = "auto",
+        parallel_tool_calls: bool = True,
+        json_schema: str = "",
+        json_object: bool = False,
+        grammar: str = "",
+        enable_thinking: bool = True,
+        parse_reasoning: bool = True,
+        template_kwargs: Mapping[str, str] = {},
+        max_tokens: int = 16,
+        stop: Sequence[str] = [],
+        logprobs: int = -1,
+        stream: bool = False,
+        ignore_eos: bool = False,
+        debug_fail_at: int = -1,
+    ) -> Request:
+        """
+        Renders, tokenizes and queues a chat request whole; the result carries the parsed message and, when streaming, each event the deltas of the message. Raises before queuing when something is wrong.
         """
 
     def embed(self, inputs: Sequence[Sequence[int]], normalize: int = 2) -> list[list[float]]:
@@ -376,6 +415,9 @@ class Engine:
     def save_state(self) -> bytes: ...
     def load_state(self, data: bytes) -> None: ...
     def cached_tokens(self, slot: int = 0) -> list[int]: ...
+    def kv_used(self) -> int:
+        """KV cells in use by the slots, from llama.cpp's memory state."""
+
     def close(self) -> None:
         """Stops the worker; pending requests fail with EngineClosedError."""
 
@@ -395,6 +437,11 @@ class Engine:
     def n_threads(self) -> int: ...
     @property
     def n_threads_batch(self) -> int: ...
+
+def compute_count() -> int:
+    """
+    How many graph computations have run on the process-wide compute thread.
+    """
 
 class ChatToolCall:
     @property
@@ -449,6 +496,10 @@ class ChatPrompt:
 
     @property
     def prompt(self) -> str: ...
+    @property
+    def tokens(self) -> list[int]:
+        """The prompt tokenized (BOS once)."""
+
     @property
     def stops(self) -> list[str]: ...
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import threading
@@ -39,6 +40,14 @@ SAMPLING_ARGS = (
 def sampling_kwargs(call_args: Mapping[str, Any]) -> dict[str, Any]:
     """The sampling keywords out of a method's arguments (its ``locals()``)."""
     return {name: call_args[name] for name in SAMPLING_ARGS}
+
+
+def bind_call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The arguments a call of ``method`` would get, defaults filled in; TypeError for an
+    unknown keyword, as the call itself would raise."""
+    bound = inspect.signature(method).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound.arguments
 
 
 def max_tokens_limit(max_tokens: int | None) -> int:

@@ -12,6 +12,7 @@ __all__ = [
     "EngineClosedError",
     "GrammarError",
     "InvalidParameterError",
+    "KVCacheFullError",
     "LlamaError",
     "ModelLoadError",
 ]
@@ -43,3 +44,9 @@ class InvalidParameterError(LlamaError, ValueError):
 
 class EngineClosedError(LlamaError, RuntimeError):
     """The model was closed while the request was pending, or used after close()."""
+
+
+class KVCacheFullError(LlamaError, RuntimeError):
+    """The KV cache that the model's slots share filled up while this request was generating,
+    and no idle conversation was left to evict: the request was ended so the others can finish.
+    Raise ``n_ctx`` or lower ``n_seq_max``."""

@@ -18,9 +18,10 @@ from typing import Any
 
 from . import _core
 from ._chat import ChatCompletionMixin, read_grammar
-from ._completion import CompletionStream, ResponseMeta, wait_result
+from ._completion import CompletionStream, ResponseMeta
 from ._embedding import EmbeddingMixin
 from ._params import (
+    bind_call,
     check_int,
     enable_verbose_logging,
     kv_type,
@@ -472,34 +473,49 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
             GrammarError: The grammar does not parse.
             InvalidParameterError: A value is out of range.
         """
+        handle = self._start_completion(locals())
+        return handle if stream else handle.response()
+
+    def _start_completion(self, args: Mapping[str, Any]) -> CompletionStream:
+        """Submits a completion (the arguments of :meth:`create_completion`); its handle."""
         engine = self._require_engine()
-        tokens = self._prompt_tokens(prompt, suffix)
+        tokens = self._prompt_tokens(args["prompt"], args["suffix"])
         sampling = self.sampling_params(
-            **sampling_kwargs(locals()), grammar=grammar, grammar_path=grammar_path
+            **sampling_kwargs(args), grammar=args["grammar"], grammar_path=args["grammar_path"]
         )
+        logprobs = args["logprobs"]
         if logprobs is not None:
             check_int(logprobs, "logprobs", 0)
-        n_logprobs = -1 if logprobs is None else logprobs
+        echo = bool(args["echo"])
         request = engine.submit(
             tokens,
             sampling,
-            max_tokens=max_tokens_limit(max_tokens),
-            stop=stop_list(stop),
-            logprobs=n_logprobs,
+            max_tokens=max_tokens_limit(args["max_tokens"]),
+            stop=stop_list(args["stop"]),
+            logprobs=-1 if logprobs is None else logprobs,
             prompt_logprobs=echo and logprobs is not None,
-            stream=stream,
-            ignore_eos=ignore_eos,
+            stream=bool(args["stream"]),
+            ignore_eos=bool(args["ignore_eos"]),
         )
         meta = ResponseMeta(
             id=f"cmpl-{uuid.uuid4()}",
             created=int(time.time()),
-            model=model or self.model_path,
+            model=args["model"] or self.model_path,
             echo_text=self._echo_text(tokens) if echo else "",
             want_logprobs=logprobs is not None,
         )
-        if stream:
-            return CompletionStream(request, meta)
-        return meta.response(wait_result(request))
+        return CompletionStream(request, meta)
+
+    def submit_completion(
+        self, prompt: str | Sequence[int], *, stream: bool = False, **kwargs: Any
+    ) -> CompletionStream:
+        """Queues a completion and returns its handle at once, with the arguments of
+        :meth:`create_completion`. Iterate it (``stream=True``), or call ``response()`` or
+        ``await aresponse()``: a request that does not stream wakes its waiter only once, when
+        it ends. Closing the handle cancels the request."""
+        return self._start_completion(
+            bind_call(self.create_completion, prompt, stream=stream, **kwargs)
+        )
 
     async def acreate_completion(
         self, prompt: str | Sequence[int], *, stream: bool = False, **kwargs: Any
@@ -507,9 +523,8 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         """:meth:`create_completion` for asyncio: the same keyword arguments, and it never blocks
         the event loop. With ``stream=True`` it returns the stream, to be consumed with
         ``async for``. Cancelling the awaiting task cancels the generation."""
-        out = self.create_completion(prompt, stream=True, **kwargs)
-        assert isinstance(out, CompletionStream)
-        return out if stream else await out.aresponse()
+        handle = self.submit_completion(prompt, stream=stream, **kwargs)
+        return handle if stream else await handle.aresponse()
 
     def __call__(
         self, prompt: str | Sequence[int], *args: Any, **kwargs: Any

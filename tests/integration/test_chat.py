@@ -506,30 +506,20 @@ def test_reasoning_content_is_separate_and_can_be_turned_off(model_path: str) ->
 def test_a_repeated_call_is_dropped_and_held_back_while_streaming(llm: Llama) -> None:
     """A call that repeats an earlier one exactly (a small model looping) is dropped; while it
     is being written it is held back, so streamed deltas and the final message agree."""
-    from llamacpp_integrations._chat import ChatRequest
-
-    request = ChatRequest(
-        llm.chat_templates,
-        llm.native_model,
-        user("What is 2 plus 3?"),
-        tools=[ADD, WEATHER],
+    prompt = llm.chat_templates.apply(
+        json.dumps(user("What is 2 plus 3?")),
+        tools_json=json.dumps([ADD, WEATHER]),
         tool_choice="required",
-        parallel_tool_calls=True,
-        response_format=None,
-        grammar=None,
-        enable_thinking=True,
-        parse_reasoning=True,
-        template_kwargs=None,
     )
     add = '{"name": "add", "arguments": {"a": 2, "b": 3}}'
     other = '{"name": "add", "arguments": {"a": 2, "b": 4}}'
     text = '{"tool_calls": [' + ", ".join([add, add, other, add]) + "]}"
-    parsed = request.prompt.parse(text, False)
+    parsed = prompt.parse(text, False)
     assert [(c.name, json.loads(c.arguments)) for c in parsed.tool_calls] == [
         ("add", {"a": 2, "b": 3}),
         ("add", {"a": 2, "b": 4}),
     ]
-    stream = request.prompt.stream()
+    stream = prompt.stream()
     seen: dict[int, str] = {}
     for end in range(1, len(text) + 1):
         for d in stream.update(text[:end], end < len(text)):

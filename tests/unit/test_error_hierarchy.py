@@ -16,6 +16,7 @@ from llamacpp_integrations import _core, errors
         ("decode", errors.DecodeError, RuntimeError),
         ("invalid", errors.InvalidParameterError, ValueError),
         ("closed", errors.EngineClosedError, RuntimeError),
+        ("kv_full", errors.KVCacheFullError, RuntimeError),
         ("other", errors.LlamaError, Exception),
     ],
 )

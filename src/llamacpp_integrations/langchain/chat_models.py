@@ -25,7 +25,7 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict
 
-from .._chat import ChatCompletionStream, ChatRequest
+from .._chat import ChatCompletionStream, normalize_tools
 from ..types import ChatCompletionChunk, ChatCompletionResponse
 from ._common import PROVIDER, LlamaCppFields, deadline_of
 from ._messages import ai_message, ai_message_chunk, to_openai_messages, usage_metadata
@@ -135,14 +135,18 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         return out
 
     def _start(
-        self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
+        self,
+        messages: Sequence[BaseMessage],
+        stop: list[str] | None,
+        kwargs: Mapping[str, Any],
+        *,
+        stream: bool,
     ) -> ChatCompletionStream:
-        stream = self.llama.create_chat_completion(
-            to_openai_messages(messages), stream=True, **self._call_kwargs(stop, kwargs)
+        handle = self.llama.submit_chat_completion(
+            to_openai_messages(messages), stream=stream, **self._call_kwargs(stop, kwargs)
         )
-        assert isinstance(stream, ChatCompletionStream)
-        stream.deadline = deadline_of(self.timeout)
-        return stream
+        handle.deadline = deadline_of(self.timeout)
+        return handle
 
     def _result(self, response: ChatCompletionResponse) -> ChatResult:
         choice = response["choices"][0]
@@ -191,7 +195,7 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._result(self._start(messages, stop, kwargs).response())
+        return self._result(self._start(messages, stop, kwargs, stream=False).response())
 
     async def _agenerate(
         self,
@@ -200,7 +204,7 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._result(await self._start(messages, stop, kwargs).aresponse())
+        return self._result(await self._start(messages, stop, kwargs, stream=False).aresponse())
 
     def _stream(
         self,
@@ -209,7 +213,7 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        with self._start(messages, stop, kwargs) as stream:
+        with self._start(messages, stop, kwargs, stream=True) as stream:
             for raw in stream:
                 chunk = self._chunk(raw)
                 if run_manager:
@@ -224,7 +228,7 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        async with self._start(messages, stop, kwargs) as stream:
+        async with self._start(messages, stop, kwargs, stream=True) as stream:
             async for raw in stream:
                 chunk = self._chunk(raw)
                 if run_manager:
@@ -246,21 +250,10 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
     ) -> int:
         """Prompt tokens these messages (and tools) take once rendered by the chat template."""
-        llama = self.llama
-        request = ChatRequest(
-            llama.chat_templates,
-            llama.native_model,
+        return self.llama.count_chat_tokens(
             to_openai_messages(messages),
-            tools=[convert_to_openai_tool(t) for t in tools or []],
-            tool_choice="auto",
-            parallel_tool_calls=True,
-            response_format=None,
-            grammar=None,
-            enable_thinking=True,
-            parse_reasoning=True,
-            template_kwargs=None,
+            tools=normalize_tools([convert_to_openai_tool(t) for t in tools or []], None),
         )
-        return len(request.tokens)
 
     # ------------------------------------------------------------------ tools
 

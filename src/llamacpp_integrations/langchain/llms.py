@@ -93,17 +93,16 @@ class LlamaCpp(LlamaCppFields, LLM):
         return self.ls_params("llm", stop, kwargs)
 
     def _start(
-        self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]
+        self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any], *, stream: bool
     ) -> CompletionStream:
         call = self.sampling_call_kwargs(stop, kwargs)
         call.setdefault("suffix", self.suffix)
         call.setdefault("echo", self.echo)
         call.setdefault("logprobs", self.logprobs)
         call.setdefault("model", self.reported_name())
-        stream = self.llama.create_completion(prompt, stream=True, **call)
-        assert isinstance(stream, CompletionStream)
-        stream.deadline = deadline_of(self.timeout)
-        return stream
+        handle = self.llama.submit_completion(prompt, stream=stream, **call)
+        handle.deadline = deadline_of(self.timeout)
+        return handle
 
     @staticmethod
     def _generation(response: CompletionResponse) -> Generation:
@@ -164,7 +163,7 @@ class LlamaCpp(LlamaCppFields, LLM):
                 [list(self._stream(p, stop, run_manager, **kwargs)) for p in prompts]
             )
         # queue every prompt before waiting, so the engine can work on them back to back
-        streams = [self._start(p, stop, kwargs) for p in prompts]
+        streams = [self._start(p, stop, kwargs, stream=False) for p in prompts]
         try:
             return self._llm_result([s.response() for s in streams])
         finally:
@@ -185,7 +184,7 @@ class LlamaCpp(LlamaCppFields, LLM):
                     [c async for c in self._astream(prompt, stop, run_manager, **kwargs)]
                 )
             return self._streamed_result(streamed)
-        streams = [self._start(p, stop, kwargs) for p in prompts]
+        streams = [self._start(p, stop, kwargs, stream=False) for p in prompts]
         try:
             return self._llm_result([await s.aresponse() for s in streams])
         finally:
@@ -218,7 +217,7 @@ class LlamaCpp(LlamaCppFields, LLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        with self._start(prompt, stop, kwargs) as stream:
+        with self._start(prompt, stop, kwargs, stream=True) as stream:
             for raw in stream:
                 chunk = self._chunk(raw)
                 if run_manager:
@@ -235,7 +234,7 @@ class LlamaCpp(LlamaCppFields, LLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        async with self._start(prompt, stop, kwargs) as stream:
+        async with self._start(prompt, stop, kwargs, stream=True) as stream:
             async for raw in stream:
                 chunk = self._chunk(raw)
                 if run_manager:

@@ -43,10 +43,61 @@ const char * skip_space(const char * pos) {
 // Why llama.cpp's parser rejects the grammar ("" if it parses). llama_grammar_parser::parse()
 // writes its diagnosis to stderr and returns false; calling its rule parser directly yields the
 // same diagnosis as an exception, without touching a file descriptor or another thread's output.
+// A repetition {m,n} with n < m, which llama.cpp's parser accepts and then expands forever.
+std::string reversed_bounds(const std::string & g) {
+    for (size_t i = 0; i < g.size(); ++i) {
+        const char c = g[i];
+        if (c == '"' || c == '[') { // skip a literal or a character class, escapes included
+            const char close = c == '"' ? '"' : ']';
+            for (++i; i < g.size() && g[i] != close; ++i) {
+                if (g[i] == '\\') {
+                    ++i;
+                }
+            }
+        } else if (c == '#') {
+            while (i < g.size() && g[i] != '\n') {
+                ++i;
+            }
+        } else if (c == '{') {
+            size_t j = i + 1;
+            auto number = [&](unsigned long long & v) {
+                const size_t start = j;
+                v = 0;
+                while (j < g.size() && g[j] >= '0' && g[j] <= '9' && v < (1ull << 40)) {
+                    v = v * 10 + (unsigned long long) (g[j++] - '0');
+                }
+                return j > start;
+            };
+            auto blanks = [&] {
+                while (j < g.size() && (g[j] == ' ' || g[j] == '\t')) {
+                    ++j;
+                }
+            };
+            unsigned long long lo = 0, hi = 0;
+            blanks();
+            if (number(lo)) {
+                blanks();
+                if (j < g.size() && g[j] == ',') {
+                    ++j;
+                    blanks();
+                    if (number(hi) && hi < lo) {
+                        return "the repetition " + g.substr(i, j - i + 1) + " has its upper bound below its lower bound";
+                    }
+                }
+            }
+        }
+    }
+    return "";
+}
+
 std::string grammar_diagnose(const model & m, const std::string & grammar) {
     const size_t nul = grammar.find('\0');
     if (nul != std::string::npos) {
         return "the grammar contains a NUL character at offset " + std::to_string(nul);
+    }
+    const std::string bounds = reversed_bounds(grammar);
+    if (!bounds.empty()) {
+        return bounds;
     }
     llama_grammar_parser parser(m.vocab());
     try {
@@ -57,6 +108,9 @@ std::string grammar_diagnose(const model & m, const std::string & grammar) {
     } catch (const std::exception & e) {
         std::string why = e.what();
         why = why.substr(0, why.find('\n'));
+        while (!why.empty() && why.back() == ' ') {
+            why.pop_back();
+        }
         if (why.size() >= 3 && why.compare(why.size() - 3, 3, " at") == 0) {
             why += " the end of the grammar";
         }

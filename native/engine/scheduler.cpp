@@ -391,6 +391,7 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
         while (wanted > free_cells) {
             evict_newest(active, false);
             wanted--;
+            free_cells = make_room(std::min<size_t>(wanted, n_batch_));
         }
     }
 
@@ -556,6 +557,9 @@ void engine::evict_newest(std::vector<std::unique_ptr<active_request>> & active,
     if (newest == nullptr) {
         return;
     }
+    // its cells are the room the others need: its cache goes with it
+    llama_memory_seq_rm(llama_get_memory(ctx_.get()), newest->s->id, -1, -1);
+    newest->s->tokens.clear();
     newest->s->busy = false;
     newest->s->last_used = ++use_clock_;
     newest->rs->fail(std::make_exception_ptr(kv_cache_full_error(

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from llamacpp_integrations import Llama
+from llamacpp_integrations import KVCacheFullError, Llama
 
 pytestmark = pytest.mark.integration
 
@@ -178,13 +178,21 @@ def test_interleaved_conversations_keep_their_prefix_cache(multi: Llama) -> None
 
 
 def test_a_full_context_ends_requests_cleanly(model_path: str) -> None:
+    """Four requests outgrow the shared 256 cells: each either finishes or is evicted with
+    KVCacheFullError (never a silent "length"), and the engine keeps serving."""
+
+    def run(llm: Llama, i: int) -> str:
+        try:
+            out = llm(f"Story {i}:", max_tokens=200, ignore_eos=True)
+        except KVCacheFullError:
+            return "evicted"
+        return str(out["choices"][0]["finish_reason"])  # type: ignore[index]
+
     with Llama(model_path=model_path, n_ctx=256, n_seq_max=4, seed=1) as llm:
         with ThreadPoolExecutor(4) as pool:
-            outs = list(
-                pool.map(lambda i: llm(f"Story {i}:", max_tokens=200, ignore_eos=True), range(4))
-            )
-        reasons = [o["choices"][0]["finish_reason"] for o in outs]  # type: ignore[index]
-        assert all(r in ("length", "stop") for r in reasons)
+            reasons = list(pool.map(lambda i: run(llm, i), range(4)))
+        assert all(r in ("length", "stop", "evicted") for r in reasons)
+        assert "evicted" in reasons and reasons.count("evicted") < 4
         assert llm("Hi", max_tokens=2)["choices"][0]["finish_reason"] in ("length", "stop")  # type: ignore[index]
 
 

@@ -103,29 +103,29 @@ std::vector<std::vector<float>> engine::embed(const std::vector<std::vector<llam
     return std::move(job->out);
 }
 
-void engine::embed_step() {
+bool engine::embed_step(bool beside_generation) {
     std::shared_ptr<embed_job> job;
     {
         std::lock_guard<std::mutex> lock(queue_mutex_);
         if (embed_queue_.empty()) {
-            return;
+            return false;
         }
         job = embed_queue_.front();
     }
     std::exception_ptr err;
     try {
-        embed_batch(*job);
+        embed_batch(*job, beside_generation ? kEmbedBatchBeside : n_batch_);
     } catch (...) {
         err = std::current_exception();
     }
     if (!err && job->next < job->inputs.size()) {
-        return; // more batches on the next round
+        return true; // more batches on the next round
     }
     {
         // close() may have taken the job meanwhile and failed it: settle it only if it is ours
         std::lock_guard<std::mutex> lock(queue_mutex_);
         if (embed_queue_.empty() || embed_queue_.front() != job) {
-            return;
+            return true;
         }
         embed_queue_.pop_front();
     }
@@ -134,9 +134,10 @@ void engine::embed_step() {
     } else {
         job->done.set_value();
     }
+    return true;
 }
 
-void engine::embed_batch(embed_job & job) {
+void engine::embed_batch(embed_job & job, uint32_t max_batch) {
     if (!embd_ctx_) {
         llama_context_params cp = llama_context_default_params();
         embd_seqs_       = std::min<uint32_t>(std::max<uint32_t>(n_seq_max_, 8), (uint32_t) llama_max_parallel_sequences());
@@ -170,12 +171,13 @@ void engine::embed_batch(embed_job & job) {
     const uint32_t batch_tokens = pooled || encode ? std::min(llama_n_ubatch(ctx), n_batch_) : n_batch_;
     const int32_t n_embd = model_->n_embd();
 
-    // pack whole inputs into one batch, one sequence each
+    // pack whole inputs into one batch, one sequence each (the first one whatever its size)
+    const size_t limit = std::max<size_t>(std::min(max_batch, batch_tokens), job.inputs[job.next].size());
     const size_t first = job.next;
     batch_clear(batch_);
     uint32_t n_seqs = 0;
     while (job.next < job.inputs.size() && n_seqs < embd_seqs_ &&
-           (size_t) batch_.n_tokens + job.inputs[job.next].size() <= batch_tokens) {
+           (size_t) batch_.n_tokens + job.inputs[job.next].size() <= limit) {
         const auto & toks = job.inputs[job.next];
         for (size_t k = 0; k < toks.size(); ++k) {
             batch_add(batch_, toks[k], (llama_pos) k, (llama_seq_id) n_seqs, true);

@@ -242,9 +242,11 @@ private:
     // Fails every active request with err and frees their slots (the worker's exception barrier,
     // and close()).
     void fail_active(std::vector<std::unique_ptr<active_request>> & active, const std::exception_ptr & err);
-    // Embeds the next packed batch of the oldest embed() call, if any.
-    void embed_step();
-    void embed_batch(embed_job & job);
+    // Embeds the next packed batch of the oldest embed() call; false when there was none.
+    bool embed_step(bool beside_generation);
+    void embed_batch(embed_job & job, uint32_t max_batch);
+    // The most tokens an embedding batch holds while requests generate.
+    static constexpr uint32_t kEmbedBatchBeside = 128;
     // The newest request of the batch (or of those generating) ends with kv_cache_full_error.
     void evict_newest(std::vector<std::unique_ptr<active_request>> & active, bool in_batch_only);
     size_t kv_used_cells() const;
@@ -279,6 +281,7 @@ private:
     context_params params_;
     llama_context_ptr embd_ctx_; // created by the first embed()
     uint32_t embd_seqs_ = 0;
+    double embed_credit_ms_ = 0.0; // worker only: < 0 while embeddings wait for generation
     std::vector<slot> slots_;
 
     std::mutex queue_mutex_;

@@ -31,6 +31,10 @@ double ms_since(clock_type::time_point t0) {
     return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
 }
 
+// The share of the worker's time that embeddings may take while requests generate, and the
+// most tokens one embedding batch holds then (a longer input still goes whole).
+constexpr double kEmbedShare = 0.2;
+
 size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama_token> & b) {
     const size_t n = std::min(a.size(), b.size());
     size_t i = 0;
@@ -82,10 +86,23 @@ void engine::worker_main() {
             if (!take_work(active)) {
                 break;
             }
-            if (!active.empty()) {
+            const bool generating = !active.empty();
+            if (generating) {
+                const auto t0 = clock_type::now();
                 step(active);
+                embed_credit_ms_ = std::min(0.0, embed_credit_ms_ + ms_since(t0));
+            } else {
+                embed_credit_ms_ = 0.0;
             }
-            embed_step();
+            // beside generating requests, embeddings get at most kEmbedShare of the worker's
+            // time, in small batches, so that generation keeps most of its speed and its
+            // inter-token latency; alone, they run at full speed
+            if (!generating || embed_credit_ms_ >= 0.0) {
+                const auto t0 = clock_type::now();
+                if (embed_step(generating) && generating) {
+                    embed_credit_ms_ -= ms_since(t0) * (1.0 - kEmbedShare) / kEmbedShare;
+                }
+            }
         } catch (...) {
             // a bug or an exhausted resource outside any one request's handling: the requests
             // in flight fail with it, the engine keeps serving

@@ -10,6 +10,25 @@
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+lci::chat_request make_chat_request(std::string messages_json, std::string tools_json, std::string tool_choice,
+                                    bool parallel_tool_calls, std::string json_schema, bool json_object,
+                                    std::string grammar, bool add_generation_prompt, bool enable_thinking,
+                                    bool parse_reasoning, std::map<std::string, std::string> template_kwargs) {
+    lci::chat_request req;
+    req.messages_json = std::move(messages_json);
+    req.tools_json = std::move(tools_json);
+    req.tool_choice = std::move(tool_choice);
+    req.parallel_tool_calls = parallel_tool_calls;
+    req.json_schema = std::move(json_schema);
+    req.json_object = json_object;
+    req.grammar = std::move(grammar);
+    req.add_generation_prompt = add_generation_prompt;
+    req.enable_thinking = enable_thinking;
+    req.parse_reasoning = parse_reasoning;
+    req.template_kwargs = std::move(template_kwargs);
+    return req;
+}
+
 void init_chat(nb::module_ & m) {
     nb::class_<lci::chat_tool_call>(m, "ChatToolCall")
         .def_ro("id", &lci::chat_tool_call::id)
@@ -61,18 +80,10 @@ void init_chat(nb::module_ & m) {
                 std::string tool_choice, bool parallel_tool_calls, std::string json_schema, bool json_object,
                 std::string grammar, bool add_generation_prompt, bool enable_thinking, bool parse_reasoning,
                 std::map<std::string, std::string> template_kwargs) {
-                 lci::chat_request req;
-                 req.messages_json = std::move(messages_json);
-                 req.tools_json = std::move(tools_json);
-                 req.tool_choice = std::move(tool_choice);
-                 req.parallel_tool_calls = parallel_tool_calls;
-                 req.json_schema = std::move(json_schema);
-                 req.json_object = json_object;
-                 req.grammar = std::move(grammar);
-                 req.add_generation_prompt = add_generation_prompt;
-                 req.enable_thinking = enable_thinking;
-                 req.parse_reasoning = parse_reasoning;
-                 req.template_kwargs = std::move(template_kwargs);
+                 lci::chat_request req = make_chat_request(
+                     std::move(messages_json), std::move(tools_json), std::move(tool_choice), parallel_tool_calls,
+                     std::move(json_schema), json_object, std::move(grammar), add_generation_prompt, enable_thinking,
+                     parse_reasoning, std::move(template_kwargs));
                  nb::gil_scoped_release release;
                  return self.apply(req);
              },

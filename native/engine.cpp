@@ -178,17 +178,10 @@ void init_engine(nb::module_ & m) {
                 bool enable_thinking, bool parse_reasoning, std::map<std::string, std::string> template_kwargs,
                 int32_t max_tokens, std::vector<std::string> stop, int32_t logprobs, bool stream, bool ignore_eos,
                 int32_t debug_fail_at) {
-                 lci::chat_request chat;
-                 chat.messages_json = std::move(messages_json);
-                 chat.tools_json = std::move(tools_json);
-                 chat.tool_choice = std::move(tool_choice);
-                 chat.parallel_tool_calls = parallel_tool_calls;
-                 chat.json_schema = std::move(json_schema);
-                 chat.json_object = json_object;
-                 chat.grammar = std::move(grammar);
-                 chat.enable_thinking = enable_thinking;
-                 chat.parse_reasoning = parse_reasoning;
-                 chat.template_kwargs = std::move(template_kwargs);
+                 lci::chat_request chat = make_chat_request(
+                     std::move(messages_json), std::move(tools_json), std::move(tool_choice), parallel_tool_calls,
+                     std::move(json_schema), json_object, std::move(grammar), true, enable_thinking, parse_reasoning,
+                     std::move(template_kwargs));
                  lci::completion_request req;
                  req.sampling = sampling;
                  req.max_tokens = max_tokens;

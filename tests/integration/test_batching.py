@@ -11,6 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from chat_data import ADD
 
 from llamacpp_integrations import KVCacheFullError, Llama
 
@@ -70,18 +71,7 @@ def test_batched_greedy_matches_alone(multi: Llama) -> None:
 
 
 def test_32_threads_of_mixed_requests_finish(multi: Llama) -> None:
-    add = {
-        "type": "function",
-        "function": {
-            "name": "add",
-            "description": "Add two integers.",
-            "parameters": {
-                "type": "object",
-                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-                "required": ["a", "b"],
-            },
-        },
-    }
+    add = ADD
     schema = {
         "type": "object",
         "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},

@@ -7,6 +7,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from chat_data import ADD, THINKING_TEMPLATE, WEATHER, user
 
 from llamacpp_integrations import (
     ContextWindowExceededError,
@@ -17,34 +18,6 @@ from llamacpp_integrations import (
 )
 from llamacpp_integrations._chat import ChatCompletionStream
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "description": "The city, e.g. Paris"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city"],
-        },
-    },
-}
-ADD = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two integers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-}
-
 
 def chat(llm: Llama, messages: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
     # a cold cache every time: greedy output depends (slightly, through floating point) on how
@@ -53,10 +26,6 @@ def chat(llm: Llama, messages: list[dict[str, Any]], **kwargs: Any) -> dict[str,
     out = llm.create_chat_completion(messages, temperature=0, **kwargs)
     assert isinstance(out, dict)
     return dict(out)
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
 
 
 def check_calls(out: dict[str, Any], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -461,17 +430,6 @@ def test_messages_that_do_not_fit(model_path: str) -> None:
     small = Llama(model_path=model_path, n_ctx=256)
     with small, pytest.raises(ContextWindowExceededError):
         small.create_chat_completion(user("word " * 600))
-
-
-THINKING_TEMPLATE = (
-    "{%- for message in messages %}<|im_start|>{{ message.role }}\n"
-    "{%- if message.role == 'assistant' and message.reasoning_content %}"
-    "<think>\n{{ message.reasoning_content }}\n</think>\n\n{%- endif %}"
-    "{{ message.content }}<|im_end|>\n{%- endfor %}"
-    "{%- if add_generation_prompt %}<|im_start|>assistant\n"
-    "{%- if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
-    "{%- endif %}{%- endif %}"
-)
 
 
 def test_reasoning_content_is_separate_and_can_be_turned_off(model_path: str) -> None:

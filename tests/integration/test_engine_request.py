@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from chat_data import ADD, THINKING_TEMPLATE, WEATHER, user
 
 from llamacpp_integrations import (
     EngineClosedError,
@@ -25,44 +26,6 @@ from llamacpp_integrations._chat import ChatCompletionStream
 from llamacpp_integrations._completion import wait_result
 
 pytestmark = pytest.mark.integration
-
-ADD = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two integers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-}
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-THINKING_TEMPLATE = (
-    "{%- for message in messages %}<|im_start|>{{ message.role }}\n"
-    "{%- if message.role == 'assistant' and message.reasoning_content %}"
-    "<think>\n{{ message.reasoning_content }}\n</think>\n\n{%- endif %}"
-    "{{ message.content }}<|im_end|>\n{%- endfor %}"
-    "{%- if add_generation_prompt %}<|im_start|>assistant\n"
-    "{%- if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
-    "{%- endif %}{%- endif %}"
-)
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
 
 
 def greedy_tokens(llm: Llama, prompt: str, n: int) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import (
     AIMessage,
@@ -104,12 +104,15 @@ def usage_metadata(usage: Usage) -> UsageMetadata:
     details: InputTokenDetails = {
         "cache_read": usage.get("prompt_tokens_details", {}).get("cached_tokens", 0)
     }
-    return {
+    out = {
         "input_tokens": usage["prompt_tokens"],
         "output_tokens": usage["completion_tokens"],
         "total_tokens": usage["total_tokens"],
         "input_token_details": details,
     }
+    # langchain-core marks the details NotRequired with Python 3.11's typing, which mypy's
+    # 3.10 target does not see
+    return cast(UsageMetadata, out)
 
 
 def _parsed_tool_calls(

@@ -344,16 +344,17 @@ def test_generation_goes_on_while_texts_are_embedded(llm: Llama) -> None:
     reader.start()
     while not received:
         time.sleep(0.01)
-    texts = [f"text {i}: " + "the quick brown fox jumps over the lazy dog " * 8 for i in range(64)]
+    texts = [f"text {i}: " + "the quick brown fox jumps over the lazy dog " * 8 for i in range(8)]
     t0 = time.monotonic()
     vectors = llm.embed(texts)
     t1 = time.monotonic()
     stop.set()
     reader.join(60)
-    assert len(vectors) == 64
+    assert len(vectors) == 8
     during = [t for t in received if t0 < t < t1]
-    # 64 texts of ~100 tokens take several batches; a generation step runs between each two
-    assert len(during) >= 3, (len(during), t1 - t0)
+    # 8 texts of ~100 tokens take 8 batches beside a generation, which keeps 80% of the time
+    # (embedding them all at once let 2 tokens through: tokens already on their way)
+    assert len(during) >= 20, (len(during), t1 - t0)
 
 
 def test_two_engines_in_one_process_generate_correctly_at_once(model_path: str) -> None:

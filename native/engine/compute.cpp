@@ -1,10 +1,16 @@
 #include "compute.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <exception>
 #include <mutex>
+#include <new>
 #include <thread>
+
+#ifndef _WIN32
+#include <pthread.h>
+#endif
 
 namespace lci {
 
@@ -76,9 +82,34 @@ private:
     std::thread thread_;
 };
 
+// Never destroyed: engines that outlive static destruction at exit can still hand work over.
+std::atomic<compute_thread *> g_instance{nullptr};
+std::mutex g_create_mutex;
+
+#ifndef _WIN32
+// A forked child has the parent's memory but not its threads: it starts its own compute thread
+// when it first computes (the parent's object is left alone, its thread does not exist here).
+void forget_after_fork() {
+    g_instance.store(nullptr);
+    new (&g_create_mutex) std::mutex();
+}
+#endif
+
 compute_thread & instance() {
-    // never destroyed: engines that outlive static destruction at exit can still hand work over
-    static compute_thread * t = new compute_thread();
+    compute_thread * t = g_instance.load(std::memory_order_acquire);
+    if (t != nullptr) {
+        return *t;
+    }
+    std::lock_guard<std::mutex> lock(g_create_mutex);
+    t = g_instance.load(std::memory_order_acquire);
+    if (t == nullptr) {
+#ifndef _WIN32
+        static const int registered = pthread_atfork(nullptr, nullptr, forget_after_fork);
+        (void) registered;
+#endif
+        t = new compute_thread();
+        g_instance.store(t, std::memory_order_release);
+    }
     return *t;
 }
 

@@ -454,3 +454,27 @@ def test_a_waiting_worker_thread_sleeps_until_the_end(llm: Llama) -> None:
     assert box["result"].n_completion == 48
     assert request.waits == 1
     assert request.inner.wakeups == 1
+
+
+def _generate_in_child(model_path: str, queue: Any) -> None:
+    with Llama(model_path=model_path, n_ctx=256) as child:
+        out = child("The sea is", max_tokens=8, temperature=0)
+        queue.put(out["usage"]["completion_tokens"])  # type: ignore[index]
+
+
+def test_a_forked_child_gets_its_own_compute_thread(llm: Llama, model_path: str) -> None:
+    """The parent has computed (its compute thread exists); a child forked from it, which has
+    none of the parent's threads, must still be able to load a model and generate."""
+    import multiprocessing
+
+    llm("warm", max_tokens=2)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_generate_in_child, args=(model_path, queue))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == 8

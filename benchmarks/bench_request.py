@@ -290,8 +290,9 @@ def engines_child(engine: str, model: str, threads: int, reps: int) -> dict[str,
     }
 
 
-def engines(model: str, threads: int, reps: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def engines(model: str, threads: int, reps: int, rounds: int) -> dict[str, Any]:
+    """Each round starts a fresh process per engine kind (alternating order); the figures are
+    the medians over rounds of tokens/s and of each ratio to the same process's alone figure."""
     names = ["ours"]
     try:
         import llama_cpp  # noqa: F401
@@ -299,12 +300,21 @@ def engines(model: str, threads: int, reps: int) -> dict[str, Any]:
         names.append("llama-cpp-python")
     except ImportError:
         pass
-    for name in names:
-        cmd = [sys.executable, __file__, "--child", name, "--model", model]
-        cmd += ["--threads", str(threads), "--reps", str(reps)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        line = next(x for x in proc.stdout.splitlines() if x.startswith(RESULT))
-        out[name] = json.loads(line[len(RESULT) :])
+    samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            cmd = [sys.executable, __file__, "--child", name, "--model", model]
+            cmd += ["--threads", str(threads), "--reps", str(reps)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            line = next(x for x in proc.stdout.splitlines() if x.startswith(RESULT))
+            samples[name].append(json.loads(line[len(RESULT) :]))
+    out: dict[str, Any] = {}
+    for name, runs in samples.items():
+        out[name] = {"alone": median([x["alone"] for x in runs])}
+        for key in runs[0]:
+            if key != "alone":
+                out[name][key] = median([x[key] / x["alone"] for x in runs])
+        out[name]["rounds"] = runs
     return out
 
 
@@ -361,17 +371,17 @@ def main() -> None:
             f" {r['cached_before_embed']} / {r['cached_after_embed']}"
         )
     if args.only in (None, "engines"):
-        r = report["engines"] = engines(args.model, args.threads, args.reps)
-        print("\n5. several engines in one process (64 greedy tokens, t/s; ratio to alone)")
+        r = report["engines"] = engines(args.model, args.threads, args.reps, args.rounds)
+        print(
+            f"\n5. several engines in one process (64 greedy tokens; {args.rounds} rounds of fresh"
+            " processes; median t/s alone, median ratio to alone)"
+        )
         for name, v in r.items():
-            alone = v["alone"]
-            print(f"   {name}: alone {alone:.1f}")
-            for k in (
-                "after_embedding_engine",
-                "alternating_two_chat_engines",
-                "two_at_once_combined",
-            ):
-                print(f"      {k:30s} {v[k]:6.1f}  {v[k] / alone:.3f}x")
+            print(f"   {name}: alone {v['alone']:.1f} t/s")
+            for k, ratio in v.items():
+                if k not in ("alone", "rounds"):
+                    shown = "n/a" if ratio != ratio else f"{ratio:.3f}x"  # NaN: not measurable
+                    print(f"      {k:30s} {shown}")
     print("\n" + RESULT + json.dumps(report))
 
 

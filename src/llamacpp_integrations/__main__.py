@@ -205,10 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", parents=[common], help="a short tour on the default model")
     demo.set_defaults(func=cmd_demo)
+    sub.add_parser("serve", help="an OpenAI-compatible server (see 'serve --help')")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # the server has its own flags (llamacpp_integrations.server)
+        from .server import main as serve
+
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

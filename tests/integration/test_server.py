@@ -450,7 +450,16 @@ def secured(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
     keys.write_text("key-from-file\n")
     s = Server(
-        ["--config", str(config), "--api-key-file", str(keys), "--cors-origin", "http://ok.test"],
+        [
+            "--config",
+            str(config),
+            "--api-key-file",
+            str(keys),
+            "--cors-origin",
+            "http://ok.test",
+            "--request-timeout",
+            "2",
+        ],
         env={"LLAMACPP_SERVER_API_KEY": "key-from-env"},
     )
     yield s
@@ -470,6 +479,37 @@ def test_two_models_from_a_config_file(secured: Server) -> None:
         secured, "/v1/chat/completions", {"messages": user("Hi")}, headers=_auth("key-from-env")
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "model"  # two models: name one
+
+
+def test_request_timeout_is_504(secured: Server) -> None:
+    body = {"model": "big", "messages": user("Write forever."), "max_tokens": 1900,
+            "ignore_eos": True}  # fmt: skip
+    r = post(secured, "/v1/chat/completions", body, headers=_auth("key-from-env"))
+    assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+    lines = []
+    with httpx.stream(
+        "POST", secured.url + "/v1/chat/completions", json={**body, "stream": True},
+        headers=_auth("key-from-env"), timeout=60,
+    ) as s:  # fmt: skip
+        lines = [line for line in s.iter_lines() if line.startswith("data: ")]
+    assert json.loads(lines[-1][6:])["error"]["code"] == "timeout"
+
+
+def test_stop_and_seed(client: Any, model_id: str) -> None:
+    out = client.chat.completions.create(
+        model=model_id, messages=user("Count from 1 to 10."), stop=["5"], temperature=0,
+        max_tokens=60,
+    )  # fmt: skip
+    assert "5" not in out.choices[0].message.content and out.choices[0].finish_reason == "stop"
+    a, b = (
+        client.chat.completions.create(
+            model=model_id, messages=user("A word."), seed=42, temperature=1.0, max_tokens=8
+        )
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    )
+    assert a == b
 
 
 def _auth(key: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from .._chat import ChatCompletionStream
 from .._completion import CompletionStream, RequestStream
+from .._params import SAMPLING_ARGS
 from ..llama import Llama
 from .errors import APIError
 from .metrics import Metrics
@@ -33,25 +34,9 @@ from .settings import ModelConfig, ServerSettings
 
 __all__ = ["ServedModel", "Serving"]
 
-_SAMPLING = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "typical_p",
-    "repeat_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "mirostat_mode",
-    "mirostat_tau",
-    "mirostat_eta",
-    "dry_multiplier",
-    "dry_base",
-    "dry_allowed_length",
-    "dry_penalty_last_n",
-    "stop",
-    "grammar",
-)
+# the sampling keywords Llama takes, less the two the server maps itself (per-choice seeds,
+# string token ids in logit_bias), plus stop strings and a grammar
+_SAMPLING = (*(k for k in SAMPLING_ARGS if k not in ("seed", "logit_bias")), "stop", "grammar")
 
 
 @dataclass
@@ -264,7 +249,12 @@ class Serving:
 
     async def chat(self, model: ServedModel, req: ChatCompletionRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        handles = self.start_chat(model, req)
+        return await self._merged(model, self.start_chat(model, req), started)
+
+    async def _merged(
+        self, model: ServedModel, handles: Sequence[RequestStream[Any]], started: float
+    ) -> dict[str, Any]:
+        """One response whose choices are the handles' (index = handle index), usage summed."""
         responses = await self._gather(handles)
         merged = dict(responses[0])
         merged["choices"] = [{**r["choices"][0], "index": i} for i, r in enumerate(responses)]
@@ -320,16 +310,7 @@ class Serving:
 
     async def completion(self, model: ServedModel, req: CompletionRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        handles = self.start_completion(model, req)
-        responses = await self._gather(handles)
-        merged = dict(responses[0])
-        merged["choices"] = [{**r["choices"][0], "index": i} for i, r in enumerate(responses)]
-        merged["usage"] = _sum_usage([r["usage"] for r in responses])
-        timings = [r["timings"] for r in responses]
-        if len(responses) > 1:  # llama-server's "timings" describe one generation
-            merged.pop("timings", None)
-        self._count(model, merged["usage"], timings, started)
-        return merged
+        return await self._merged(model, self.start_completion(model, req), started)
 
     # ------------------------------------------------------------------ streams
 

@@ -322,7 +322,10 @@ def test_eight_streams_all_start_before_any_ends(server: Server, model_id: str) 
         with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=120) as r:
             got_first = False
             for line in r.iter_lines():
-                if line.startswith("data: ") and '"content": "' in line and not got_first:
+                if got_first or not line.startswith("data: {"):
+                    continue
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                if (choices[0].get("delta") or {}).get("content"):
                     got_first = True
                     with lock:
                         first.append(time.monotonic())

@@ -321,41 +321,24 @@ class Serving:
         the usage chunk when asked, then ``data: [DONE]``. Cancelling the iteration (the client
         went away) cancels every generation at once."""
         started = time.perf_counter()
-        queue: asyncio.Queue[tuple[int, dict[str, Any] | BaseException | None]] = asyncio.Queue()
-
-        async def pump(i: int, h: RequestStream[Any]) -> None:
-            try:
-                async for chunk in h:
-                    await queue.put((i, chunk))
-                await queue.put((i, None))
-            except BaseException as e:
-                await queue.put((i, e))
-
-        tasks = [asyncio.ensure_future(pump(i, h)) for i, h in enumerate(handles)]
         usages: list[dict[str, Any]] = []
         timings: list[dict[str, Any]] = []
         first_seen = False
         last_chunk: dict[str, Any] | None = None
         try:
-            remaining = len(handles)
-            while remaining:
-                i, item = await queue.get()
-                if item is None:
-                    remaining -= 1
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                chunk = dict(item)
+            async for i, chunk in _merged_chunks(handles):
+                # the chunk is ours to change: a fresh dict from the stream
                 if "usage" in chunk:
                     usages.append(chunk.pop("usage"))
                 if "timings" in chunk:
                     timings.append(chunk.pop("timings"))
-                chunk["choices"] = [{**c, "index": i} for c in chunk["choices"]]
+                for choice in chunk["choices"]:
+                    choice["index"] = i
                 if not first_seen:
                     first_seen = True
                     self.metrics.first_token(model.alias, time.perf_counter() - started)
                 last_chunk = chunk
-                yield "data: " + json.dumps(chunk, ensure_ascii=False) + "\n\n"
+                yield "data: " + json.dumps(chunk, ensure_ascii=False, separators=_COMPACT) + "\n\n"
             usage = _sum_usage(usages) if usages else None
             if usage is not None:
                 self.metrics.tokens(model.alias, usage["prompt_tokens"], usage["completion_tokens"])
@@ -381,8 +364,6 @@ class Serving:
         except APIError as e:
             yield "data: " + json.dumps(e.body()) + "\n\n"
         finally:
-            for task in tasks:
-                task.cancel()
             for h in handles:
                 h.close()
 
@@ -425,6 +406,44 @@ class Serving:
             "model": model.alias,
             "usage": {"prompt_tokens": n, "total_tokens": n},
         }
+
+
+_COMPACT = (",", ":")
+
+
+async def _merged_chunks(
+    handles: Sequence[RequestStream[Any]],
+) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    """(handle index, chunk) of every handle as chunks arrive; one handle is iterated directly,
+    several are pumped into one queue."""
+    if len(handles) == 1:
+        async for chunk in handles[0]:
+            yield 0, chunk
+        return
+    queue: asyncio.Queue[tuple[int, dict[str, Any] | BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int, h: RequestStream[Any]) -> None:
+        try:
+            async for chunk in h:
+                await queue.put((i, chunk))
+            await queue.put((i, None))
+        except BaseException as e:
+            await queue.put((i, e))
+
+    tasks = [asyncio.ensure_future(pump(i, h)) for i, h in enumerate(handles)]
+    try:
+        remaining = len(handles)
+        while remaining:
+            i, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _sum_usage(usages: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -233,14 +233,24 @@ class Serving:
         self, model: ServedModel, req: ChatCompletionRequest
     ) -> list[ChatCompletionStream]:
         kw = self._chat_kwargs(req)
-        handles: list[ChatCompletionStream] = []
+        return self._submit_all(
+            req,
+            [req.messages],
+            lambda messages, seed: model.llama.submit_chat_completion(
+                messages, stream=req.stream, model=model.alias, **kw, **seed
+            ),
+        )
+
+    def _submit_all(self, req: SamplingFields, inputs: Sequence[Any], submit: Any) -> list[Any]:
+        """``req.n`` requests per input (choice i seeded ``seed + i``), all or none: a failure
+        closes those already queued."""
+        handles: list[Any] = []
         try:
-            for i in range(req.n):
-                h = model.llama.submit_chat_completion(
-                    req.messages, stream=req.stream, model=model.alias, **kw, **_seed_for(req, i)
-                )
-                h.deadline = self._deadline()
-                handles.append(h)
+            for x in inputs:
+                for i in range(req.n):
+                    h = submit(x, _seed_for(req, i))
+                    h.deadline = self._deadline()
+                    handles.append(h)
         except BaseException:
             for h in handles:
                 h.close()
@@ -290,20 +300,13 @@ class Serving:
             kw["echo"] = True
         if req.logprobs is not None:
             kw["logprobs"] = req.logprobs
-        handles: list[CompletionStream] = []
-        try:
-            for prompt in self._prompts(req):
-                for i in range(req.n):
-                    h = model.llama.submit_completion(
-                        prompt, stream=req.stream, model=model.alias, **kw, **_seed_for(req, i)
-                    )
-                    h.deadline = self._deadline()
-                    handles.append(h)
-        except BaseException:
-            for h in handles:
-                h.close()
-            raise
-        return handles
+        return self._submit_all(
+            req,
+            self._prompts(req),
+            lambda prompt, seed: model.llama.submit_completion(
+                prompt, stream=req.stream, model=model.alias, **kw, **seed
+            ),
+        )
 
     def n_completion_requests(self, req: CompletionRequest) -> int:
         return len(self._prompts(req)) * req.n

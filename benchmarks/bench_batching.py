@@ -2,13 +2,18 @@
 """Many requests on one model: our continuous batching against llama.cpp's own llama-server and
 against llama-cpp-python, in one script, on the same model and thread count.
 
-1. Throughput: 1, 2, 4 and 8 concurrent chat requests of 128 generated tokens each (ignore_eos,
-   greedy, distinct prompts, cold caches), aggregate generated tokens per second.
-   - ours: one ``Llama`` (n_seq_max=8), one thread per request;
-   - llama-server (built from the same pinned source by build_reference.py): ``-np 8``,
-     continuous batching, on 127.0.0.1, one HTTP client thread per request;
-   - llama-cpp-python: one ``Llama``; it cannot serve two requests at once, so they run one
-     after another.
+1. Throughput: 1, 2, 4, 8 and 16 concurrent chat requests of 128 generated tokens each
+   (ignore_eos, greedy, distinct prompts, cold caches), aggregate generated tokens per second,
+   in alternating rounds, median ratios.
+   - ours: one ``Llama`` with the default settings, and one with n slots (``n_seq_max=n``),
+     one thread per request;
+   - llama-server (built from the same pinned source by build_reference.py): ``-np n`` with a
+     KV stream per slot (as ours), continuous batching, on 127.0.0.1, one HTTP client thread
+     per request;
+   - llama-cpp-python (one round, 1 and 4 concurrent): one ``Llama``; it cannot serve two
+     requests at once, so they run one after another.
+   Then a new request's generation speed while 0, 1 or 3 idle slots hold ~1,000-token caches,
+   with a KV stream per slot (the default) and with one unified pool (``kv_unified=True``).
 2. Interleaved conversations: 4 conversations, each opening with its own ~1,000-token
    document, 6 turns each, 48 generated tokens per turn, turns alternating between the
    conversations. Total wall time, ours vs llama-cpp-python, and our time to first token on
@@ -20,7 +25,7 @@ against llama-cpp-python, in one script, on the same model and thread count.
 Usage::
 
     python benchmarks/build_reference.py        # once: builds llama-server
-    python benchmarks/bench_batching.py         # nothing else busy; ~5 minutes on 2 cores
+    python benchmarks/bench_batching.py         # nothing else busy; ~10 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import asyncio
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -66,10 +72,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: str, threads: int, n_ctx: int) -> None:
+    def __init__(self, model: str, threads: int, n_parallel: int, n_ctx_slot: int) -> None:
+        """llama-server with a KV stream per slot (its non-unified layout), n_ctx_slot each."""
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [str(SERVER), "-m", model, "-np", "8", "-c", str(n_ctx), "--kv-unified",
+            [str(SERVER), "-m", model, "-np", str(n_parallel), "-c", str(n_ctx_slot * n_parallel),
              "-t", str(threads), "-tb", str(threads), "-fa", "on", "--host", "127.0.0.1",
              "--port", str(self.port), "--no-webui"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -104,40 +111,56 @@ class Server:
 
 # ------------------------------------------------------------------ the benchmarks
 
+CONCURRENCY = (1, 2, 4, 8, 16)
 
-def throughput(model: str, threads: int) -> dict[str, dict[int, float]]:
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def throughput(model: str, threads: int, rounds: int) -> dict[str, dict[int, list[float]]]:
+    """Aggregate tokens/s of n concurrent 128-token chat requests, n in CONCURRENCY: ours with
+    the default settings, ours and llama-server with n slots; alternating rounds."""
     from llamacpp_integrations import Llama
 
-    results: dict[str, dict[int, float]] = {"ours": {}, "llama-server": {}, "llama-cpp-python": {}}
-    ours = Llama(model, n_ctx=8192, n_seq_max=8, n_threads=threads, flash_attn=True)
+    results: dict[str, dict[int, list[float]]] = {
+        "default": {}, "slots": {}, "llama-server": {}, "llama-cpp-python": {},
+    }  # fmt: skip
 
-    def ours_chat(i: int) -> int:
-        out = ours.create_chat_completion(
-            messages(i), max_tokens=128, temperature=0, ignore_eos=True
-        )
-        return int(out["usage"]["completion_tokens"])  # type: ignore[index]
+    def run_ours(llm: Llama, n: int) -> float:
+        def chat(i: int) -> int:
+            out = llm.create_chat_completion(
+                messages(i), max_tokens=128, temperature=0, ignore_eos=True
+            )
+            return int(out["usage"]["completion_tokens"])  # type: ignore[index]
 
-    for n in (1, 2, 4, 8):
-        ours.reset()
-        wall, tokens = timed_concurrent(ours_chat, n)
-        results["ours"][n] = tokens / wall
-    ours.close()
+        llm.reset()  # cold caches, as llama-server with cache_prompt off
+        wall, tokens = timed_concurrent(chat, n)
+        return tokens / wall
 
-    if SERVER.exists():
-        server = Server(model, threads, 8192)
-        try:
-            server.chat(0, 4)  # warm up
-            for n in (1, 2, 4, 8):
-                wall, tokens = timed_concurrent(server.chat, n)
-                results["llama-server"][n] = tokens / wall
-        finally:
-            server.close()
+    default = Llama(model, n_threads=threads, flash_attn=True)
+    for rnd in range(rounds):
+        for n in CONCURRENCY:
+            # one engine at a time: each holds its own thread pool
+            with Llama(model, n_seq_max=n, n_threads=threads, flash_attn=True) as ours:
+                results["slots"].setdefault(n, []).append(run_ours(ours, n))
+            results["default"].setdefault(n, []).append(run_ours(default, n))
+            if SERVER.exists():
+                server = Server(model, threads, n, 512)
+                try:
+                    server.chat(0, 4)  # warm up
+                    wall, tokens = timed_concurrent(server.chat, n)
+                    results["llama-server"].setdefault(n, []).append(tokens / wall)
+                finally:
+                    server.close()
+            print(f"  round {rnd + 1}, {n} concurrent done", file=sys.stderr, flush=True)
+    default.close()
 
     try:
         import llama_cpp
     except ImportError:
         return results
-    ref = llama_cpp.Llama(model, n_ctx=8192, n_threads=threads, flash_attn=True, verbose=False)
+    ref = llama_cpp.Llama(model, n_ctx=2048, n_threads=threads, flash_attn=True, verbose=False)
     lock = threading.Lock()
 
     def ref_chat(i: int) -> int:
@@ -147,11 +170,39 @@ def throughput(model: str, threads: int) -> dict[str, dict[int, float]]:
             )
         return int(out["usage"]["completion_tokens"])  # type: ignore[index]
 
-    for n in (1, 2, 4, 8):
+    for n in (1, 4):  # one round: it runs requests one after another at any concurrency
         ref.reset()
         wall, tokens = timed_concurrent(ref_chat, n)
-        results["llama-cpp-python"][n] = tokens / wall
+        results["llama-cpp-python"][n] = [tokens / wall]
     return results
+
+
+def idle_caches(model: str, threads: int, rounds: int) -> dict[str, dict[int, list[float]]]:
+    """A new request's generation speed (128 tokens) while 0, 1 or 3 idle slots each hold a
+    ~1,000-token cache: per-slot KV streams (the default) against one unified KV pool."""
+    from llamacpp_integrations import Llama
+
+    out: dict[str, dict[int, list[float]]] = {"streams": {}, "unified": {}}
+    engines = {
+        "streams": Llama(model, n_ctx=2048, n_seq_max=4, n_threads=threads, flash_attn=True),
+        "unified": Llama(
+            model, n_ctx=8192, n_seq_max=4, kv_unified=True, n_threads=threads, flash_attn=True
+        ),
+    }
+    doc = [" ".join(f"fact {k} of doc {i} is {k * 7 + i}." for k in range(72)) for i in range(3)]
+    for _ in range(rounds):
+        for idle in (0, 1, 3):
+            for name, llm in engines.items():
+                llm.reset()
+                for i in range(idle):
+                    llm(doc[i], max_tokens=1)
+                res = llm("Once upon a time", max_tokens=128, temperature=0, ignore_eos=True)
+                timings = res["timings"]  # type: ignore[index]
+                out[name].setdefault(idle, []).append(128e3 / float(timings["predicted_ms"]))
+    out["doc_tokens"] = {0: [float(len(engines["streams"].tokenize(doc[0].encode())))]}
+    for llm in engines.values():
+        llm.close()
+    return out
 
 
 def document(i: int) -> str:
@@ -197,7 +248,7 @@ def interleaved(model: str, threads: int) -> dict[str, float]:
         return time.perf_counter() - t0, last_ttft
 
     out: dict[str, float] = {}
-    ours = Llama(model, n_ctx=16384, n_seq_max=4, n_threads=threads, flash_attn=True)
+    ours = Llama(model, n_ctx=4096, n_seq_max=4, n_threads=threads, flash_attn=True)
     n_prompt = len(ours.tokenize(document(0)))
 
     def ours_chat(conv: list[dict[str, str]]) -> tuple[str, float]:
@@ -315,7 +366,8 @@ def main() -> None:
     )
     ap.add_argument("--model", help="GGUF file (default: the package's default model)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", choices=["throughput", "interleaved", "loop", "memory"])
+    ap.add_argument("--only", choices=["throughput", "idle", "memory"])
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     args = ap.parse_args()
     from llamacpp_integrations import default_model_path
 
@@ -326,19 +378,49 @@ def main() -> None:
         print(f"RSS after 100 requests {first:.1f} MB, after 1,000 {last:.1f} MB: {growth:+.2f}%")
         return
 
-    tp = throughput(model, args.threads)
-    print(
-        f"Throughput, aggregate generated tokens/s ({args.threads} threads, 128 tokens per request)"
-    )
-    header = ["concurrent", "ours", "llama-server", "llama-cpp-python", "ours/server"]
-    print("| " + " | ".join([*header, "ours/llama-cpp-python"]) + " |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for n in (1, 2, 4, 8):
-        o, s, r = tp["ours"].get(n), tp["llama-server"].get(n), tp["llama-cpp-python"].get(n)
-        ratio_s = f"{o / s:.2f}x" if o and s else "-"
-        ratio_r = f"{o / r:.2f}x" if o and r else "-"
-        print(f"| {n} | {o:.1f} | {s or 0:.1f} | {r or 0:.1f} | {ratio_s} | {ratio_r} |")
-    sys.stdout.flush()
+    if args.only in (None, "throughput"):
+        tp = throughput(model, args.threads, args.rounds)
+        print(
+            f"Throughput, aggregate generated tokens/s ({args.threads} threads, 128 tokens per "
+            f"request, cold caches; medians of {args.rounds} alternating rounds)"
+        )
+        print(
+            "| concurrent | ours, default | ours, n slots | llama-server, n slots "
+            "| n slots/server | default/server | ours/llama-cpp-python |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for n in CONCURRENCY:
+            d, o = median(tp["default"][n]), median(tp["slots"][n])
+            srv = median(tp["llama-server"][n]) if n in tp["llama-server"] else 0.0
+            ref = tp["llama-cpp-python"].get(n)
+            # the ratios are medians of the per-round ratios (the machine drifts between rounds)
+            r_o = r_d = "-"
+            if srv:
+                pairs = zip(tp["slots"][n], tp["default"][n], tp["llama-server"][n], strict=True)
+                r_o = f"{median([a / c for a, _, c in pairs]):.2f}x"
+                pairs = zip(tp["slots"][n], tp["default"][n], tp["llama-server"][n], strict=True)
+                r_d = f"{median([b / c for _, b, c in pairs]):.2f}x"
+            r_r = f"{o / ref[0]:.2f}x" if ref else "-"
+            print(f"| {n} | {d:.1f} | {o:.1f} | {srv:.1f} | {r_o} | {r_d} | {r_r} |")
+        sys.stdout.flush()
+
+    if args.only in (None, "idle"):
+        ic = idle_caches(model, args.threads, args.rounds)
+        doc_tokens = ic["doc_tokens"][0][0]
+        print(
+            "\nA new request's generation tokens/s beside idle slots holding "
+            f"{doc_tokens:.0f}-token caches"
+            f" (medians of {args.rounds} rounds; ratio to no idle cache)"
+        )
+        print("| idle slots | per-slot streams (default) | ratio | unified pool | ratio |")
+        print("| --- | --- | --- | --- | --- |")
+        for idle in (0, 1, 3):
+            st, un = median(ic["streams"][idle]), median(ic["unified"][idle])
+            st0, un0 = median(ic["streams"][0]), median(ic["unified"][0])
+            print(f"| {idle} | {st:.1f} | {st / st0:.2f}x | {un:.1f} | {un / un0:.2f}x |")
+        sys.stdout.flush()
+    if args.only in ("throughput", "idle"):
+        return
 
     iv = interleaved(model, args.threads)
     doc = f"{iv['document_tokens']:.0f}-token documents"

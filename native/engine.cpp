@@ -126,7 +126,7 @@ void init_engine(nb::module_ & m) {
              [](py_engine * self, std::shared_ptr<lci::model> model, uint32_t n_ctx, uint32_t n_batch,
                 uint32_t n_ubatch, uint32_t n_seq_max, int32_t n_threads, int32_t n_threads_batch,
                 int32_t flash_attn, int32_t type_k, int32_t type_v, bool embeddings, bool offload_kqv,
-                float rope_freq_base, float rope_freq_scale) {
+                float rope_freq_base, float rope_freq_scale, bool kv_unified) {
                  lci::context_params p;
                  p.n_ctx = n_ctx;
                  p.n_batch = n_batch;
@@ -141,13 +141,14 @@ void init_engine(nb::module_ & m) {
                  p.offload_kqv = offload_kqv;
                  p.rope_freq_base = rope_freq_base;
                  p.rope_freq_scale = rope_freq_scale;
+                 p.kv_unified = kv_unified;
                  new (self) py_engine(std::move(model), p);
              },
              nb::arg("model"), nb::kw_only(), nb::arg("n_ctx") = 512, nb::arg("n_batch") = 512,
              nb::arg("n_ubatch") = 512, nb::arg("n_seq_max") = 1, nb::arg("n_threads") = -1,
              nb::arg("n_threads_batch") = -1, nb::arg("flash_attn") = -1, nb::arg("type_k") = -1,
              nb::arg("type_v") = -1, nb::arg("embeddings") = false, nb::arg("offload_kqv") = true,
-             nb::arg("rope_freq_base") = 0.0f, nb::arg("rope_freq_scale") = 0.0f)
+             nb::arg("rope_freq_base") = 0.0f, nb::arg("rope_freq_scale") = 0.0f, nb::arg("kv_unified") = false)
         .def("submit",
              [](py_engine & self, std::vector<llama_token> prompt, const lci::sampling_params & sampling,
                 int32_t max_tokens, std::vector<std::string> stop, int32_t logprobs, bool prompt_logprobs,
@@ -242,6 +243,7 @@ void init_engine(nb::module_ & m) {
         .def_prop_ro("n_ctx_seq", [](py_engine & self) { return self.get().n_ctx_seq(); })
         .def_prop_ro("n_batch", [](py_engine & self) { return self.get().n_batch(); })
         .def_prop_ro("n_seq_max", [](py_engine & self) { return self.get().n_seq_max(); })
+        .def_prop_ro("kv_unified", [](py_engine & self) { return self.get().kv_unified(); })
         .def_prop_ro("n_threads", [](py_engine & self) { return self.get().n_threads(); })
         .def_prop_ro("n_threads_batch", [](py_engine & self) { return self.get().n_threads_batch(); });
 

@@ -49,7 +49,13 @@ engine::engine(std::shared_ptr<model> m, const context_params & p) : model_(std:
     n_threads_batch_ = p.n_threads_batch > 0 ? p.n_threads_batch : n_threads_;
 
     llama_context_params cp = llama_context_default_params();
-    cp.n_ctx           = p.n_ctx == 0 ? (uint32_t) std::max(model_->n_ctx_train(), 1) : p.n_ctx;
+    const uint64_t n_ctx = p.n_ctx == 0 ? (uint64_t) std::max(model_->n_ctx_train(), 1) : p.n_ctx;
+    // per-slot streams: llama.cpp gives each of n_seq_max streams n_ctx / n_seq_max cells
+    const uint64_t n_ctx_total = p.kv_unified ? n_ctx : n_ctx * p.n_seq_max;
+    if (n_ctx_total > (uint64_t) std::numeric_limits<int32_t>::max()) {
+        throw invalid_argument_error("n_ctx * n_seq_max is too large (" + std::to_string(n_ctx_total) + " KV cells)");
+    }
+    cp.n_ctx           = (uint32_t) n_ctx_total;
     cp.n_batch         = p.n_batch;
     cp.n_ubatch        = std::min(p.n_ubatch, p.n_batch);
     cp.n_seq_max       = p.n_seq_max;
@@ -62,7 +68,7 @@ engine::engine(std::shared_ptr<model> m, const context_params & p) : model_(std:
     cp.offload_kqv     = p.offload_kqv;
     cp.rope_freq_base  = p.rope_freq_base;
     cp.rope_freq_scale = p.rope_freq_scale;
-    cp.kv_unified      = true; // every slot may use the whole context
+    cp.kv_unified      = p.kv_unified;
     cp.no_perf         = true;
     cp.abort_callback  = [](void * data) -> bool {
         // runs on the worker, inside llama_decode: stop when every request in the batch is

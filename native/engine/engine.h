@@ -42,7 +42,9 @@
 namespace lci {
 
 struct context_params {
-    uint32_t n_ctx           = 512;  // 0: the model's training context
+    // Tokens of context per slot (0: the model's training context). With kv_unified, the total
+    // that all slots share instead.
+    uint32_t n_ctx           = 512;
     uint32_t n_batch         = 512;
     uint32_t n_ubatch        = 512;
     uint32_t n_seq_max       = 1;
@@ -53,6 +55,10 @@ struct context_params {
     int32_t  type_v          = -1;
     bool     embeddings      = false;
     bool     offload_kqv     = true;
+    // false: each slot has a KV stream of its own (n_ctx cells), so a decode attends only to its
+    // own sequence's cells; true: one pool of n_ctx cells that every slot draws on (idle caches
+    // are dropped, least recently used first, when the active requests need room).
+    bool     kv_unified      = false;
     float    rope_freq_base  = 0.0f; // 0: from the model
     float    rope_freq_scale = 0.0f;
 };
@@ -207,6 +213,7 @@ public:
     uint32_t n_ctx_seq() const { return n_ctx_seq_; }
     uint32_t n_batch() const { return n_batch_; }
     uint32_t n_seq_max() const { return n_seq_max_; }
+    bool kv_unified() const { return params_.kv_unified; }
     // The most tokens one embedding input may have.
     uint32_t n_embed_max() const;
     int32_t n_threads() const { return n_threads_; }

@@ -170,11 +170,24 @@ bool engine::take_work(std::vector<std::unique_ptr<active_request>> & active) {
 engine::slot * engine::choose_slot(const std::vector<llama_token> & prompt) {
     // Among free slots: the one with the longest cached prefix, if reusing it keeps at least half
     // of what that slot holds (a short accidental match, e.g. the same system-prompt opening,
-    // must not wipe another conversation's cache); otherwise an empty slot, else the least
-    // recently used one.
+    // must not wipe another conversation's cache). Otherwise, with a KV stream per slot, one
+    // next to the busy slots (llama.cpp splits a decode into one ubatch per run of consecutive
+    // sequence ids, and each ubatch reads all the weights again); then an empty slot, else the
+    // least recently used one.
     slot * best = nullptr;
     size_t best_len = 0;
     slot * fallback = nullptr;
+    int fallback_runs = 0;
+    auto runs_with = [&](const slot & extra) {
+        int runs = 0;
+        bool prev = false;
+        for (const auto & s : slots_) {
+            const bool busy = s.busy || &s == &extra;
+            runs += busy && !prev ? 1 : 0;
+            prev = busy;
+        }
+        return params_.kv_unified ? 0 : runs;
+    };
     for (auto & s : slots_) {
         if (s.busy) {
             continue;
@@ -184,9 +197,13 @@ engine::slot * engine::choose_slot(const std::vector<llama_token> & prompt) {
             best = &s;
             best_len = len;
         }
-        if (fallback == nullptr || (s.tokens.empty() && !fallback->tokens.empty()) ||
-            (s.tokens.empty() == fallback->tokens.empty() && s.last_used < fallback->last_used)) {
+        const int runs = runs_with(s);
+        if (fallback == nullptr || runs < fallback_runs ||
+            (runs == fallback_runs &&
+             ((s.tokens.empty() && !fallback->tokens.empty()) ||
+              (s.tokens.empty() == fallback->tokens.empty() && s.last_used < fallback->last_used)))) {
             fallback = &s;
+            fallback_runs = runs;
         }
     }
     return best != nullptr ? best : fallback;
@@ -235,6 +252,9 @@ void engine::admit(std::vector<std::unique_ptr<active_request>> & active, std::s
 }
 
 size_t engine::make_room(size_t needed) {
+    if (!params_.kv_unified) {
+        return n_ctx_seq_; // each slot has its own stream: idle caches take no one's room
+    }
     auto used = [&] { return kv_used_cells(); };
     size_t free_cells = n_ctx_ - std::min<size_t>(n_ctx_, used());
     while (free_cells < needed) {
@@ -402,8 +422,15 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
     if (wanted == 0) {
         return;
     }
-    size_t free_cells = make_room(std::min<size_t>(wanted, n_batch_));
-    if (generating) {
+    size_t free_cells = 0;
+    if (!params_.kv_unified) {
+        // each slot has a stream of n_ctx_seq cells: a prompt fits its slot (submit checked
+        // it), and a generating request ends with "length" before its slot is full
+        free_cells = generating ? wanted : n_ctx_seq_ - std::min<size_t>(n_ctx_seq_, only->s->tokens.size());
+    } else {
+        free_cells = make_room(std::min<size_t>(wanted, n_batch_));
+    }
+    if (generating && params_.kv_unified) {
         // the context is full of active requests: the newest generating one gives way
         while (wanted > free_cells) {
             evict_newest(active, false);
@@ -415,8 +442,18 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
     batch_clear(batch_);
     in_batch_.clear();
     size_t budget = std::min<size_t>(n_batch_, free_cells);
+    // in sequence-id order: with a stream per slot, llama.cpp puts only consecutive sequence ids
+    // into one ubatch
+    std::vector<active_request *> order;
+    order.reserve(active.size());
     for (auto & a : active) {
         a->n_in_batch = 0;
+        order.push_back(a.get());
+    }
+    std::sort(order.begin(), order.end(), [](const active_request * x, const active_request * y) {
+        return x->s->id < y->s->id;
+    });
+    for (active_request * a : order) {
         if (!member(*a) || budget == 0) {
             continue;
         }

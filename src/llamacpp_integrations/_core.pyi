@@ -356,6 +356,7 @@ class Engine:
         offload_kqv: bool = True,
         rope_freq_base: float = 0.0,
         rope_freq_scale: float = 0.0,
+        kv_unified: bool = False,
     ) -> None: ...
     def submit(
         self,
@@ -433,6 +434,8 @@ class Engine:
     def n_batch(self) -> int: ...
     @property
     def n_seq_max(self) -> int: ...
+    @property
+    def kv_unified(self) -> bool: ...
     @property
     def n_threads(self) -> int: ...
     @property

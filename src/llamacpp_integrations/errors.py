@@ -47,6 +47,7 @@ class EngineClosedError(LlamaError, RuntimeError):
 
 
 class KVCacheFullError(LlamaError, RuntimeError):
-    """The KV cache that the model's slots share filled up while this request was generating,
-    and no idle conversation was left to evict: the request was ended so the others can finish.
-    Raise ``n_ctx`` or lower ``n_seq_max``."""
+    """The KV pool that the model's slots share (``kv_unified=True``) filled up while this request
+    was generating, and no idle conversation was left to evict: the request was ended so the
+    others can finish. Raise ``n_ctx``, lower ``n_seq_max``, or give each slot its own cells
+    (``kv_unified=False``, the default)."""

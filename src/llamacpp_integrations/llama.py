@@ -63,7 +63,8 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         use_mmap: Memory-map the weights (fast loads, shared pages).
         use_mlock: Lock the weights in RAM.
         seed: Default sampling seed; ``LLAMA_DEFAULT_SEED`` (or -1) picks a random one per call.
-        n_ctx: Context window in tokens; 0 uses the model's training context.
+        n_ctx: Context window of each conversation in tokens (each slot gets this many KV cells,
+            see ``n_seq_max``); 0 uses the model's training context.
         n_batch: Maximum tokens per ``llama_decode`` call during prompt processing.
         n_ubatch: Physical batch size (at most n_batch).
         n_threads: Threads for generation; None uses the physical cores.
@@ -83,10 +84,16 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         lora_scale: The adapter's scale.
         lora_base: Accepted for compatibility; GGUF adapters need no base model.
         n_seq_max: Requests served at once, each in its own slot with its own prompt cache; more
-            wait in line. They share the n_ctx cells of one KV cache (idle slots' caches are
-            dropped, least recently used first, when it fills). Decoded together, up to 4
-            sequences give bit-identical greedy output to decoding alone; with more, llama.cpp's
-            wider matmul kernels can flip near-tied greedy choices.
+            wait in line. Each slot has a KV stream of its own with n_ctx cells, so the KV cache
+            holds ``n_ctx * n_seq_max`` tokens, and a request attends only to its own cells
+            (another slot's cached conversation costs it nothing). 8 slots reach llama-server's
+            throughput at 8 concurrent requests (``benchmarks/bench_batching.py``). Decoded
+            together, up to 4 sequences give bit-identical greedy output to decoding alone;
+            with more, llama.cpp's wider matmul kernels can flip near-tied greedy choices.
+        kv_unified: One pool of n_ctx KV cells shared by all slots instead of a stream per slot:
+            less memory for many slots, and one request may use the whole pool, but every decode
+            attends over all cached cells, and idle slots' caches are dropped (least recently
+            used first) when the pool fills.
         chat_format: Name of a llama.cpp built-in chat template for chat completions.
         chat_template: A Jinja chat template overriding the GGUF's own.
         progress_callback: Called with the load progress in [0, 1]; return False to cancel.
@@ -122,7 +129,8 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         lora_path: str | os.PathLike[str] | None = None,
         lora_scale: float = 1.0,
         lora_base: str | os.PathLike[str] | None = None,
-        n_seq_max: int = 4,
+        n_seq_max: int = 8,
+        kv_unified: bool = False,
         chat_format: str | None = None,
         chat_template: str | None = None,
         progress_callback: Callable[[float], bool | None] | None = None,
@@ -207,6 +215,7 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
                 offload_kqv=offload_kqv,
                 rope_freq_base=float(rope_freq_base),
                 rope_freq_scale=float(rope_freq_scale),
+                kv_unified=bool(kv_unified),
             )
         self._n_ctx_requested = n_ctx
         self._chat_templates: _core.ChatTemplates | None = None

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from chat_data import ADD
 
-from llamacpp_integrations import KVCacheFullError, Llama
+from llamacpp_integrations import ContextWindowExceededError, KVCacheFullError, Llama
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ WORDS = ["apple", "river", "guitar", "planet", "candle", "violin", "forest", "co
 
 @pytest.fixture(scope="module")
 def multi(model_path: str) -> Iterator[Llama]:
-    with Llama(model_path=model_path, n_ctx=4096, seed=1234) as model:  # n_seq_max=4
+    with Llama(model_path=model_path, n_ctx=4096, seed=1234) as model:  # n_seq_max=8
         yield model
 
 
@@ -41,7 +41,7 @@ def test_no_cross_talk_between_concurrent_sequences(multi: Llama) -> None:
 
 
 def test_batched_greedy_matches_alone(multi: Llama) -> None:
-    """20 prompts x 32 tokens, decoded 4 at a time (the default n_seq_max) from a cold cache,
+    """20 prompts x 32 tokens, decoded 4 at a time from a cold cache,
     against each decoded alone from a cold cache."""
     topics = ["the sea", "a cat", "music", "winter", "bread", "trains", "the moon", "chess",
               "rain", "coffee", "bees", "mountains", "a library", "robots", "gardens", "fire",
@@ -167,8 +167,8 @@ def test_interleaved_conversations_keep_their_prefix_cache(multi: Llama) -> None
                 assert cached[-1] > 150, cached  # the whole earlier history came from the cache
 
 
-def test_a_full_context_ends_requests_cleanly(model_path: str) -> None:
-    """Four requests outgrow the shared 256 cells: each either finishes or is evicted with
+def test_a_full_unified_pool_ends_requests_cleanly(model_path: str) -> None:
+    """Four requests outgrow a unified pool of 256 cells: each either finishes or is evicted with
     KVCacheFullError (never a silent "length"), and the engine keeps serving."""
 
     def run(llm: Llama, i: int) -> str:
@@ -178,7 +178,7 @@ def test_a_full_context_ends_requests_cleanly(model_path: str) -> None:
             return "evicted"
         return str(out["choices"][0]["finish_reason"])  # type: ignore[index]
 
-    with Llama(model_path=model_path, n_ctx=256, n_seq_max=4, seed=1) as llm:
+    with Llama(model_path=model_path, n_ctx=256, n_seq_max=4, kv_unified=True, seed=1) as llm:
         with ThreadPoolExecutor(4) as pool:
             reasons = list(pool.map(lambda i: run(llm, i), range(4)))
         assert all(r in ("length", "stop", "evicted") for r in reasons)
@@ -195,3 +195,62 @@ async def test_async_requests_run_together(multi: Llama) -> None:
     )
     for word, out in zip(WORDS, outs, strict=True):
         assert word in out["choices"][0]["text"]  # type: ignore[index]
+
+
+# ------------------------------------------------------------------ a KV stream per slot
+
+
+def text_of(llm: Llama, i: int, n_tokens: int) -> str:
+    """A distinct prompt of at most n_tokens tokens (and more than n_tokens - 16)."""
+    sentences: list[str] = []
+    while True:
+        k = len(sentences)
+        sentence = f"Fact {k} of note {i}: shelf {k % 13} holds item {k * 7 + i}."
+        if len(llm.tokenize(" ".join([*sentences, sentence]).encode())) > n_tokens:
+            return " ".join(sentences)
+        sentences.append(sentence)
+
+
+def test_each_slot_has_n_ctx_of_its_own(model_path: str) -> None:
+    with Llama(model_path=model_path, n_ctx=512, n_seq_max=4) as llm:
+        assert llm.n_ctx() == 512
+        assert llm._require_engine().n_ctx == 4 * 512  # the cells of four streams
+        with Llama(model_path=model_path, n_ctx=512, n_seq_max=4, kv_unified=True) as pool:
+            assert pool.n_ctx() == pool._require_engine().n_ctx == 512
+
+
+def test_a_conversation_fills_its_window_while_the_other_slots_are_busy(model_path: str) -> None:
+    with Llama(model_path=model_path, n_ctx=512, n_seq_max=4) as llm:
+        busy = [
+            llm.submit_completion(f"Story {i}:", max_tokens=300, ignore_eos=True) for i in range(3)
+        ]
+        out = llm(text_of(llm, 0, 400), max_tokens=-1, ignore_eos=True)
+        usage = out["usage"]  # type: ignore[index]
+        assert out["choices"][0]["finish_reason"] == "length"  # type: ignore[index]
+        # the whole window: n_ctx tokens in the KV cache, plus the last one sampled
+        assert usage["total_tokens"] == llm.n_ctx() + 1, usage
+        for handle in busy:
+            res = handle.response()
+            assert res["usage"]["completion_tokens"] == 300  # type: ignore[index]
+
+
+def test_four_conversations_near_n_ctx_stay_cached_at_once(model_path: str) -> None:
+    with Llama(model_path=model_path, n_ctx=512, n_seq_max=4) as llm:
+        prompts = [text_of(llm, i, 470) for i in range(4)]
+        with ThreadPoolExecutor(4) as pool:
+            firsts = list(pool.map(lambda p: llm(p, max_tokens=8, temperature=0), prompts))
+        # each returns to its own cache, whole, in any order
+        for p, first in zip(reversed(prompts), reversed(firsts), strict=True):
+            again = llm(p + " Fact", max_tokens=4, temperature=0)
+            n_prompt = first["usage"]["prompt_tokens"]  # type: ignore[index]
+            cached = again["usage"]["prompt_tokens_details"]["cached_tokens"]  # type: ignore[index]
+            assert n_prompt > 450 and cached >= n_prompt - 1, (n_prompt, cached)
+
+
+def test_a_prompt_longer_than_its_slot_is_refused_at_submit(model_path: str) -> None:
+    with Llama(model_path=model_path, n_ctx=256, n_seq_max=4) as llm:
+        busy = llm.submit_completion("Story:", max_tokens=64, ignore_eos=True)
+        # four slots hold 1024 cells, but one conversation gets only its own 256
+        with pytest.raises(ContextWindowExceededError, match="context window"):
+            llm(text_of(llm, 1, 400), max_tokens=4)
+        assert busy.response()["usage"]["completion_tokens"] == 64  # type: ignore[index]

@@ -240,7 +240,7 @@ def test_close_fails_every_streaming_and_waiting_request(model_path: str) -> Non
 
 
 def test_no_kv_room_ends_the_newest_request_with_its_own_error(model_path: str) -> None:
-    with Llama(model_path=model_path, n_ctx=256, n_seq_max=4) as llm:
+    with Llama(model_path=model_path, n_ctx=256, n_seq_max=4, kv_unified=True) as llm:
         handles = [
             llm.submit_completion(
                 f"List {i}:" + " one two three" * 6, max_tokens=-1, ignore_eos=True
@@ -254,7 +254,7 @@ def test_no_kv_room_ends_the_newest_request_with_its_own_error(model_path: str) 
             except KVCacheFullError as e:
                 assert "KV cache is full" in str(e)
                 outcomes.append("evicted")
-        # the shared 256 cells cannot hold four growing requests: the newest give way with
+        # a unified pool of 256 cells cannot hold four growing requests: the newest give way with
         # KVCacheFullError (never a silent "length"); the oldest runs to its context's end
         assert outcomes[0] == "length"
         assert "evicted" in outcomes

@@ -71,9 +71,9 @@ class LlamaLoadFields(BaseModel):
     60 times slower here; 512 is llama.cpp's)."""
     n_gpu_layers: int | None = None
     """Layers to offload to the GPU (-1: all); needs a CUDA or Metal build."""
-    n_seq_max: int = Field(default=4, ge=1)
+    n_seq_max: int = Field(default=8, ge=1)
     """Requests served at once (``batch``/``abatch``, threads, coroutines), each in its own slot
-    with its own prompt cache; more wait in line."""
+    with its own prompt cache and ``n_ctx`` KV cells; more wait in line."""
     last_n_tokens_size: int = 64
     """How many recent tokens the repetition penalty looks at."""
     rope_freq_scale: float | None = None

@@ -115,6 +115,7 @@ class Serving:
                 kwargs: dict[str, Any] = {
                     "n_ctx": cfg.n_ctx if cfg.n_ctx is not None else s.n_ctx,
                     "n_seq_max": cfg.n_seq_max or s.n_seq_max,
+                    "kv_unified": cfg.kv_unified if cfg.kv_unified is not None else s.kv_unified,
                     "n_threads": cfg.n_threads or s.n_threads,
                     "n_gpu_layers": cfg.n_gpu_layers
                     if cfg.n_gpu_layers is not None

@@ -28,6 +28,7 @@ class ModelConfig(BaseModel):
     """The name requests use in ``model``; default: the file name without ``.gguf``."""
     n_ctx: int | None = Field(default=None, ge=0)
     n_seq_max: int | None = Field(default=None, ge=1)
+    kv_unified: bool | None = None
     n_threads: int | None = Field(default=None, ge=1)
     n_gpu_layers: int | None = None
     flash_attn: bool | None = None
@@ -74,7 +75,11 @@ class ServerSettings(BaseSettings):
     request_timeout: float | None = Field(default=None, gt=0)
     """Seconds a generation may take before it is cancelled (504)."""
     n_ctx: int = Field(default=4096, ge=0)
+    """Context window of each slot (each request), in tokens; 0: the model's training context."""
     n_seq_max: int = Field(default=4, ge=1)
+    """Slots: requests generated at once, each with n_ctx KV cells of its own."""
+    kv_unified: bool = False
+    """One pool of n_ctx KV cells shared by the slots instead of n_ctx per slot."""
     n_threads: int | None = Field(default=None, ge=1)
     n_gpu_layers: int = 0
     flash_attn: bool | None = None

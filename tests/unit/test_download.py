@@ -13,13 +13,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_index.core")
-
-from llamacpp_integrations.errors import InvalidParameterError, ModelLoadError
-from llamacpp_integrations.llama_index.download import (
+from llamacpp_integrations.download import (
     download_model,
     model_url_cache_path,
 )
+from llamacpp_integrations.errors import InvalidParameterError, ModelLoadError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, every byte value
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()

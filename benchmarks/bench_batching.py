@@ -143,6 +143,7 @@ def throughput(model: str, threads: int, rounds: int) -> dict[str, dict[int, lis
         for n in CONCURRENCY:
             # one engine at a time: each holds its own thread pool
             with Llama(model, n_seq_max=n, n_threads=threads, flash_attn=True) as ours:
+                ours.create_chat_completion(messages(0), max_tokens=4)  # warm up, as the server
                 results["slots"].setdefault(n, []).append(run_ours(ours, n))
             results["default"].setdefault(n, []).append(run_ours(default, n))
             if SERVER.exists():
@@ -190,6 +191,8 @@ def idle_caches(model: str, threads: int, rounds: int) -> dict[str, dict[int, li
         ),
     }
     doc = [" ".join(f"fact {k} of doc {i} is {k * 7 + i}." for k in range(72)) for i in range(3)]
+    for llm in engines.values():
+        llm("Warm up", max_tokens=8)
     for _ in range(rounds):
         for idle in (0, 1, 3):
             for name, llm in engines.items():

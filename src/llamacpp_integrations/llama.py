@@ -307,13 +307,21 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
     def detokenize(
         self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None, special: bool = False
     ) -> bytes:
-        """Token ids to bytes. With ``prev_tokens``, returns only the bytes ``tokens`` add."""
+        """Token ids to bytes, as llama-cpp-python gives them: the tokens' pieces joined, less
+        the one leading space that a vocabulary adding a space prefix puts after BOS. With
+        ``prev_tokens``, only the bytes ``tokens`` add after them."""
         model = self._require_model()
         if prev_tokens:
-            full = bytes(model.detokenize([*prev_tokens, *tokens], False, special))
-            prev = bytes(model.detokenize(list(prev_tokens), False, special))
-            return full[len(prev) :]
-        return bytes(model.detokenize(list(tokens), False, special))
+            full = self._pieces(model, [*prev_tokens, *tokens], special)
+            return full[len(self._pieces(model, prev_tokens, special)) :]
+        return self._pieces(model, tokens, special)
+
+    @staticmethod
+    def _pieces(model: _core.Model, tokens: Sequence[int], special: bool) -> bytes:
+        out = b"".join([model.token_to_piece(int(t), special) for t in tokens])
+        if tokens and tokens[0] == model.token_bos and out.startswith(b" "):
+            return out[1:]  # SentencePiece's space prefix of the first word
+        return out
 
     def reset(self) -> None:
         """Forgets the cached prompt (the KV cache)."""

@@ -227,6 +227,65 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         self.metadata: dict[str, str] = self._model.metadata()
         self._closed = False
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        repo_id: str,
+        filename: str,
+        additional_files: Sequence[str] | None = None,
+        local_dir: str | os.PathLike[str] | None = None,
+        local_dir_use_symlinks: bool | str = "auto",
+        cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Llama:
+        """Downloads a GGUF model from the Hugging Face Hub (once) and loads it, as in
+        llama-cpp-python. Needs ``pip install "llamacpp-integrations[hub]"``.
+
+        Example:
+            >>> llm = Llama.from_pretrained("owner/name-GGUF", "*Q4_K_M.gguf", n_ctx=4096)
+
+        Args:
+            repo_id: The model repository, ``"owner/name"``.
+            filename: A file of the repository, or an ``fnmatch`` pattern matching exactly one
+                file (or the parts of one split GGUF, which are all downloaded).
+            additional_files: More files (names or patterns) to download next to the model.
+            local_dir: Put the files in this folder instead of the hub cache.
+            local_dir_use_symlinks: Accepted for compatibility; huggingface_hub no longer uses
+                it (a value other than ``"auto"`` warns).
+            cache_dir: The hub cache folder (default: huggingface_hub's, ``HF_HUB_CACHE``).
+            revision: A branch, tag or commit hash (default: the default branch).
+            token: A Hub token for gated or private repositories (default: the saved login
+                or ``HF_TOKEN``).
+            local_files_only: Use the cached file and make no request (as ``HF_HUB_OFFLINE=1``).
+            **kwargs: The keyword arguments of :class:`Llama` (``n_ctx``, ``n_gpu_layers``, ...).
+
+        Returns:
+            The loaded model.
+
+        Raises:
+            ModelLoadError: The repository, revision or file is missing, ``filename`` matches
+                several files, access is refused, the download failed, or the file is not
+                cached in offline mode; each message names the cause.
+        """
+        from .hub import hub_model_path
+
+        path = hub_model_path(
+            repo_id,
+            filename,
+            additional_files=additional_files,
+            local_dir=local_dir,
+            local_dir_use_symlinks=local_dir_use_symlinks,
+            cache_dir=cache_dir,
+            revision=revision,
+            token=token,
+            local_files_only=local_files_only,
+        )
+        return cls(model_path=path, **kwargs)
+
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:

@@ -12,6 +12,8 @@ from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.language_models.base import LangSmithParams
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .._shared import shared_llama
+from ..download import download_model
 from ..errors import InvalidParameterError
 from ..llama import Llama
 
@@ -40,9 +42,17 @@ class LlamaLoadFields(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
     client: Llama | None = Field(default=None, exclude=True)
-    """A ``Llama`` to use instead of loading one (several adapters may share one)."""
+    """A ``Llama`` to use instead of loading one."""
     model_path: str | None = None
-    """Path to the GGUF file (not needed with ``client``)."""
+    """Path to the GGUF file (not needed with ``client`` or ``model_url``)."""
+    model_url: str | None = None
+    """URL of a GGUF file, downloaded once into the cache (resumed if interrupted)."""
+    model_sha256: str | None = None
+    """Expected SHA-256 (hex) of the file at ``model_url``."""
+    share_client: bool = True
+    """Use the process's one ``Llama`` for this GGUF and these settings, shared with every
+    other adapter that names them (one copy of the weights, one context and one scheduler for
+    chat, completion and embedding requests alike); False loads a separate one."""
     lora_base: str | None = None
     """Accepted for compatibility; GGUF LoRA adapters need no base model."""
     lora_path: str | None = None
@@ -88,9 +98,12 @@ class LlamaLoadFields(BaseModel):
     @model_validator(mode="after")
     def _load_client(self) -> LlamaLoadFields:
         if self.client is None:
+            if not self.model_path and self.model_url:
+                self.model_path = str(download_model(self.model_url, sha256=self.model_sha256))
             if not self.model_path:
-                raise ValueError("pass model_path (a GGUF file) or client (a Llama)")
-            self.client = Llama(**self.llama_kwargs())
+                raise ValueError("pass model_path (a GGUF file), model_url or client (a Llama)")
+            kwargs = self.llama_kwargs()
+            self.client = shared_llama(**kwargs) if self.share_client else Llama(**kwargs)
         return self
 
     def llama_kwargs(self) -> dict[str, Any]:

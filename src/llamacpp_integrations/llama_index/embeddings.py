@@ -10,6 +10,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 
+from .._shared import release, shared_llama
 from ..llama import Llama
 from ..models import default_model_path
 from .download import download_model
@@ -104,6 +105,7 @@ class LlamaCppEmbedding(BaseEmbedding):
 
     _client: Llama = PrivateAttr()
     _owns_client: bool = PrivateAttr(default=True)
+    _shared: bool = PrivateAttr(default=False)
 
     def __init__(
         self,
@@ -121,6 +123,7 @@ class LlamaCppEmbedding(BaseEmbedding):
         verbose: bool = False,
         callback_manager: CallbackManager | None = None,
         client: Llama | None = None,
+        share_client: bool = True,
         **kwargs: Any,
     ) -> None:
         """Loads the model (or shares ``client``).
@@ -141,6 +144,8 @@ class LlamaCppEmbedding(BaseEmbedding):
             verbose: Forward llama.cpp's log to the ``llamacpp_integrations`` logger.
             callback_manager: LlamaIndex callback manager.
             client: A :class:`~llamacpp_integrations.Llama` to use instead of loading one.
+            share_client: Use the process's one ``Llama`` for this GGUF and these settings,
+                shared with every adapter that names them (False: load a separate one).
             **kwargs: Other ``BaseEmbedding`` fields (``model_name``, ``num_workers``, ...).
 
         Raises:
@@ -179,12 +184,13 @@ class LlamaCppEmbedding(BaseEmbedding):
                 "n_batch": self.n_ctx,
                 "n_ubatch": self.n_ctx,
                 "n_seq_max": self.n_seq_max,
-                "embedding": True,
                 "verbose": self.verbose,
             }
             params.update(self.model_kwargs)
-            self._client = Llama(model_path=self.model_path, **params)
+            params["model_path"] = self.model_path
+            self._client = shared_llama(**params) if share_client else Llama(**params)
             self._owns_client = True
+            self._shared = share_client
         if self.model_name == "unknown":
             self.model_name = Path(self.model_path).name
 
@@ -198,9 +204,14 @@ class LlamaCppEmbedding(BaseEmbedding):
         return self._client
 
     def close(self) -> None:
-        """Releases the engine (unless it was passed in as ``client``)."""
+        """Releases the engine (unless it was passed in as ``client``; a shared one closes
+        when its last adapter is closed)."""
         if self._owns_client:
-            self._client.close()
+            self._owns_client = False
+            if self._shared:
+                release(self._client)
+            else:
+                self._client.close()
 
     def _query(self, query: str) -> str:
         return (self.query_instruction or "") + query

@@ -32,6 +32,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.types import BaseOutputParser, PydanticProgramMode
 
+from .._shared import release, shared_llama
 from ..errors import InvalidParameterError, LlamaError
 from ..llama import Llama
 from ..models import default_model_path
@@ -185,6 +186,7 @@ class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
 
     _client: Llama = PrivateAttr()
     _owns_client: bool = PrivateAttr(default=True)
+    _shared: bool = PrivateAttr(default=False)
     _custom_messages_to_prompt: bool = PrivateAttr(default=False)
     _custom_completion_to_prompt: bool = PrivateAttr(default=False)
 
@@ -207,6 +209,7 @@ class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
         *,
         client: Llama | None = None,
         model_sha256: str | None = None,
+        share_client: bool = True,
         **kwargs: Any,
     ) -> None:
         """Loads the model (or shares ``client``).
@@ -237,6 +240,8 @@ class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
             client: A :class:`~llamacpp_integrations.Llama` to use instead of loading one (it
                 is shared, and not closed by :meth:`close`).
             model_sha256: Expected SHA-256 (hex) of the file at ``model_url``.
+            share_client: Use the process's one ``Llama`` for this GGUF and these settings,
+                shared with every adapter that names them (False: load a separate one).
             **kwargs: Other LlamaIndex ``LLM`` fields.
 
         Raises:
@@ -277,17 +282,19 @@ class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
                 self.model_path = str(download_model(self.model_url, sha256=self.model_sha256))
             else:
                 self.model_path = default_model_path()
-        self._client = self._load(self.model_path)
+        self._client = self._load(self.model_path, share_client)
         self._owns_client = True
+        self._shared = share_client
 
-    def _load(self, path: str) -> Llama:
+    def _load(self, path: str, share: bool) -> Llama:
         params: dict[str, Any] = {"n_ctx": self.context_window, "verbose": self.verbose}
         params.update(self.model_kwargs)
         if "n_ctx" not in self.model_kwargs:
             n_train = _training_context(path)
             if 0 < n_train < self.context_window:
                 params["n_ctx"] = n_train  # more than the model was trained on: use its own
-        return Llama(model_path=path, **params)
+        params["model_path"] = path
+        return shared_llama(**params) if share else Llama(**params)
 
     @classmethod
     def class_name(cls) -> str:
@@ -310,9 +317,14 @@ class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
         )
 
     def close(self) -> None:
-        """Releases the engine (unless it was passed in as ``client``)."""
+        """Releases the engine (unless it was passed in as ``client``; a shared one closes
+        when its last adapter is closed)."""
         if self._owns_client:
-            self._client.close()
+            self._owns_client = False
+            if self._shared:
+                release(self._client)
+            else:
+                self._client.close()
 
     # ------------------------------------------------------------------ tokens
 

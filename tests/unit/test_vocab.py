@@ -73,7 +73,7 @@ def test_detokenize_matches_llama_cpp_python(vocab: tuple[str, Llama]) -> None:
     name, llm = vocab
     ref = llama_cpp.Llama(str(MODELS / name), vocab_only=True, verbose=False)
     try:
-        for text, ids in cases(name):
+        for _text, ids in cases(name):
             for tokens in (ids, [llm.token_bos(), *ids]):
                 if min(tokens, default=0) < 0:
                     continue  # a vocabulary without BOS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import sys
 import threading
 import weakref
@@ -55,13 +56,56 @@ def max_tokens_limit(max_tokens: int | None) -> int:
     return -1 if max_tokens is None or max_tokens <= 0 else int(max_tokens)
 
 
-ModelKey = tuple[Any, ...]
-_models: weakref.WeakValueDictionary[ModelKey, _core.Model] = weakref.WeakValueDictionary()
+_models: weakref.WeakValueDictionary[tuple[Any, ...], _core.Model] = weakref.WeakValueDictionary()
 _models_lock = threading.Lock()
 
 
-def load_shared_model(key: ModelKey, load: Callable[[], _core.Model]) -> _core.Model:
-    """Returns the loaded model for ``key``, loading it once however many ``Llama`` share it."""
+def file_identity(path: str | os.PathLike[str]) -> tuple[Any, ...]:
+    """What tells a model file apart: its real path, size and modification time (the path
+    alone when it cannot be read: the loader then reports the cause)."""
+    path = os.fspath(path)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (path,)
+    return (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def load_model(
+    model_path: str | os.PathLike[str],
+    *,
+    n_gpu_layers: int = 0,
+    main_gpu: int = 0,
+    tensor_split: Sequence[float] | None = None,
+    use_mmap: bool = True,
+    use_mlock: bool = False,
+    vocab_only: bool = False,
+    lora_path: str | os.PathLike[str] | None = None,
+    lora_scale: float = 1.0,
+    progress_callback: Callable[[float], bool | None] | None = None,
+) -> _core.Model:
+    """The loaded weights of a GGUF file, loaded once however many ``Llama`` use them with
+    these settings (a load with a progress callback is its own)."""
+    lora = [(os.fspath(lora_path), float(lora_scale))] if lora_path else []
+    split = [float(x) for x in tensor_split] if tensor_split else []
+
+    def load() -> _core.Model:
+        return _core.Model.load(
+            os.fspath(model_path),
+            n_gpu_layers=n_gpu_layers,
+            main_gpu=main_gpu,
+            tensor_split=split,
+            use_mmap=use_mmap,
+            use_mlock=use_mlock,
+            vocab_only=vocab_only,
+            lora=lora,
+            progress=progress_callback,
+        )
+
+    if progress_callback is not None:
+        return load()
+    key = (*file_identity(model_path), n_gpu_layers, main_gpu, tuple(split), use_mmap, use_mlock,
+           vocab_only, tuple(lora))  # fmt: skip
     with _models_lock:
         model = _models.get(key)
         if model is None:

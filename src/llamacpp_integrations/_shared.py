@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
+from ._params import file_identity
 from .llama import Llama
 
 __all__ = ["release", "share_key", "shared_llama"]
@@ -49,12 +50,9 @@ def share_key(kwargs: Mapping[str, Any]) -> Hashable | None:
     bound.apply_defaults()
     args = dict(bound.arguments)
     args.pop("self", None)
-    path = os.fspath(args.pop("model_path"))
-    try:
-        stat = os.stat(path)
-        identity: tuple[Any, ...] = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        return None  # Llama() reports the cause
+    identity = file_identity(args.pop("model_path"))
+    if len(identity) == 1:
+        return None  # unreadable: Llama() reports the cause
     parts = []
     for name, value in sorted(args.items()):
         key = _hashable(value)

@@ -25,7 +25,7 @@ from ._params import (
     check_int,
     enable_verbose_logging,
     kv_type,
-    load_shared_model,
+    load_model,
     max_tokens_limit,
     sampling_kwargs,
     stop_list,
@@ -161,43 +161,18 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
             type_v = "f32"
         type_k_id = kv_type(type_k, "type_k")
         type_v_id = kv_type(type_v, "type_v")
-        lora = [(os.fspath(lora_path), float(lora_scale))] if lora_path else []
-        split = [float(x) for x in tensor_split] if tensor_split else []
-
-        try:
-            stat = os.stat(self.model_path)
-            identity: tuple[Any, ...] = (
-                os.path.realpath(self.model_path),
-                stat.st_size,
-                stat.st_mtime_ns,
-            )
-        except OSError:
-            identity = (self.model_path,)  # let the loader report the cause
-        key = (
-            *identity,
-            n_gpu_layers,
-            main_gpu,
-            tuple(split),
-            use_mmap,
-            use_mlock,
-            vocab_only,
-            tuple(lora),
+        self._model = load_model(
+            self.model_path,
+            n_gpu_layers=n_gpu_layers,
+            main_gpu=main_gpu,
+            tensor_split=tensor_split,
+            use_mmap=use_mmap,
+            use_mlock=use_mlock,
+            vocab_only=vocab_only,
+            lora_path=lora_path,
+            lora_scale=lora_scale,
+            progress_callback=progress_callback,
         )
-
-        def load() -> _core.Model:
-            return _core.Model.load(
-                self.model_path,
-                n_gpu_layers=n_gpu_layers,
-                main_gpu=main_gpu,
-                tensor_split=split,
-                use_mmap=use_mmap,
-                use_mlock=use_mlock,
-                vocab_only=vocab_only,
-                lora=lora,
-                progress=progress_callback,
-            )
-
-        self._model = load_shared_model(key, load) if progress_callback is None else load()
         self._engine: _core.Engine | None = None
         if not vocab_only:
             self._engine = _core.Engine(

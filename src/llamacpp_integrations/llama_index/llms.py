@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,8 +33,9 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.types import BaseOutputParser, PydanticProgramMode
 
+from .._params import load_model
 from .._shared import release, shared_llama
-from ..errors import InvalidParameterError, LlamaError
+from ..errors import InvalidParameterError
 from ..llama import Llama
 from ..models import default_model_path
 from ._instrument import chat_callback, completion_callback
@@ -63,17 +65,6 @@ __all__ = ["LlamaCPP"]
 
 _TEMPLATE_ONLY = ("tools", "functions", "response_format")
 """Arguments only the model's chat template can express (a custom formatter cannot)."""
-
-
-def _training_context(path: str) -> int:
-    """The context length the model was trained with, from the GGUF header (0 if unknown)."""
-    try:
-        with Llama(model_path=path, vocab_only=True) as probe:
-            meta = probe.metadata
-    except LlamaError:
-        return 0  # the real load reports the cause
-    value = meta.get(f"{meta.get('general.architecture', '')}.context_length", "")
-    return int(value) if value.isdigit() else 0
 
 
 class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
@@ -289,10 +280,11 @@ class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
     def _load(self, path: str, share: bool) -> Llama:
         params: dict[str, Any] = {"n_ctx": self.context_window, "verbose": self.verbose}
         params.update(self.model_kwargs)
-        if "n_ctx" not in self.model_kwargs:
-            n_train = _training_context(path)
-            if 0 < n_train < self.context_window:
-                params["n_ctx"] = n_train  # more than the model was trained on: use its own
+        load_args = inspect.signature(load_model).parameters
+        # the weights the Llama below will use (loaded once), to read their training context
+        model = load_model(path, **{k: v for k, v in params.items() if k in load_args})
+        if "n_ctx" not in self.model_kwargs and 0 < model.n_ctx_train < self.context_window:
+            params["n_ctx"] = model.n_ctx_train  # more than the model was trained on: its own
         params["model_path"] = path
         return shared_llama(**params) if share else Llama(**params)
 

@@ -12,11 +12,14 @@ log) lives in the test process.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import http.server
 import importlib.util
+import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -520,3 +523,29 @@ def test_from_pretrained_loads_a_real_gguf_from_the_hub(env: Env, vocab_gguf: Pa
     assert len(result["tokens"]) > 5
     assert result["tokens"] == result["expected"]
     assert result["text"].lstrip() == "Hello world, the quick brown fox"
+
+
+def test_the_readme_example_calls_from_pretrained_with_real_parameters() -> None:
+    """The README's example needs the real Hub, so the README test does not run it; its call is
+    checked against the signatures here, so a renamed parameter shows."""
+    from llamacpp_integrations import Llama
+
+    section = (
+        (ROOT / "README.md")
+        .read_text(encoding="utf-8")
+        .split("### Models from the Hugging Face Hub", 1)[1]
+    )
+    match = re.search(r"```py\n(.*?)```", section, flags=re.S)
+    assert match is not None
+    calls = [
+        node
+        for node in ast.walk(ast.parse(match.group(1)))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "from_pretrained"
+    ]
+    assert len(calls) == 1
+    known = set(inspect.signature(Llama.from_pretrained).parameters)
+    known |= set(inspect.signature(Llama.__init__).parameters)
+    assert {"repo_id", "filename"} <= {kw.arg for kw in calls[0].keywords}
+    assert {kw.arg for kw in calls[0].keywords} <= known

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _core
 from ._completion import RequestStream, await_result, timings_of, usage_of, wait_result
+from ._openai import tool_call
 from ._params import bind_call, check_int, max_tokens_limit, sampling_kwargs, stop_list
 from .errors import InvalidParameterError
 from .types import (
@@ -35,6 +36,7 @@ __all__ = [
     "chat_logprobs",
     "normalize_tool_choice",
     "normalize_tools",
+    "pair_function_messages",
     "read_grammar",
 ]
 
@@ -56,26 +58,94 @@ def normalize_tools(
     return out
 
 
-def normalize_tool_choice(tool_choice: Any, function_call: Any, has_tools: bool) -> str:
-    """``"auto"``, ``"none"``, ``"required"`` or the name of the one function to call."""
+def normalize_tool_choice(
+    tool_choice: Any, function_call: Any = None, tool_names: Sequence[str] = ()
+) -> str:
+    """``"auto"``, ``"none"``, ``"required"`` or the name of the one function to call, from
+    every spelling the OpenAI API and the frameworks use: those words, ``"any"`` (LangChain,
+    Anthropic), a tool's name, ``{"type": "function", "function": {"name": ...}}``, True (the
+    only tool) and False ("none"); the legacy ``function_call`` when ``tool_choice`` is None.
+    A named function must be one of ``tool_names``."""
     choice = tool_choice if tool_choice is not None else function_call
+    name: Any = None
     if choice is None:
-        return "auto" if has_tools else "none"
+        return "auto" if tool_names else "none"
+    if choice is False:
+        return "none"
+    if choice is True:
+        if len(tool_names) != 1:
+            raise InvalidParameterError("tool_choice=True needs exactly one tool; name the tool")
+        return tool_names[0]
     if isinstance(choice, str):
         if choice in ("auto", "none", "required"):
             return choice
-        if choice == "any":  # the name some frameworks use
+        if choice == "any":
             return "required"
-        raise InvalidParameterError(
-            f"tool_choice={choice!r}: expected 'auto', 'none', 'required' or "
-            '{"type": "function", "function": {"name": ...}}'
-        )
-    if isinstance(choice, Mapping):
+        name = choice
+    elif isinstance(choice, Mapping):
         fn = choice.get("function", choice)
         name = fn.get("name") if isinstance(fn, Mapping) else None
-        if isinstance(name, str) and name:
-            return name
-    raise InvalidParameterError(f"tool_choice={choice!r} names no function")
+    if not isinstance(name, str) or not name:
+        raise InvalidParameterError(
+            f"tool_choice={choice!r}: expected 'auto', 'none', 'required', a tool name or "
+            '{"type": "function", "function": {"name": ...}}'
+        )
+    if name not in tool_names:
+        raise InvalidParameterError(
+            f"tool_choice names {name!r}, which is not among the tools {list(tool_names)}"
+        )
+    return name
+
+
+def pair_function_messages(messages: Sequence[Any]) -> Sequence[Any]:
+    """Legacy function calling in OpenAI's current shape: an assistant ``function_call``
+    becomes a tool call, and a ``function`` message (or a ``tool`` message without
+    ``tool_call_id``) becomes the result of the latest unanswered call of its ``name``."""
+    if not any(
+        isinstance(m, Mapping)
+        and (
+            m.get("role") == "function"
+            or "function_call" in m
+            or (m.get("role") == "tool" and "tool_call_id" not in m)
+        )
+        for m in messages
+    ):
+        return messages
+    out: list[Any] = []
+    unanswered: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            out.append(m)  # the engine's validation names it
+            continue
+        role = m.get("role")
+        if role == "assistant":
+            m = dict(m)
+            legacy = m.pop("function_call", None)
+            if legacy and not m.get("tool_calls") and isinstance(legacy, Mapping):
+                m["tool_calls"] = [
+                    tool_call(str(legacy.get("name", "")), legacy.get("arguments"), None, 0)
+                ]
+            calls = [dict(c) if isinstance(c, Mapping) else c for c in m.get("tool_calls") or []]
+            for n, c in enumerate(calls):
+                if isinstance(c, dict) and not c.get("id"):
+                    c["id"] = f"call_{i}_{n}"
+            if calls:
+                m["tool_calls"] = calls
+            unanswered = [c for c in calls if isinstance(c, dict)]
+        elif role == "function" or (role == "tool" and "tool_call_id" not in m):
+            name = m.get("name")
+            match = next(
+                (c for c in unanswered if (c.get("function") or {}).get("name") == name), None
+            )
+            if match is None:
+                raise InvalidParameterError(
+                    f"messages[{i}] is the result of function {name!r}, which no earlier "
+                    "assistant message called (a tool message needs 'tool_call_id')"
+                )
+            unanswered.remove(match)
+            m = {**m, "role": "tool", "tool_call_id": match["id"]}
+        out.append(m)
+    return out
 
 
 def response_format_schema(response_format: Mapping[str, Any] | None) -> tuple[str, bool]:
@@ -402,8 +472,10 @@ class ChatCompletionMixin:
         messages = args["messages"]
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise InvalidParameterError("messages must be a list of {'role': ..., 'content': ...}")
+        messages = pair_function_messages(messages)
         tools = normalize_tools(args["tools"], args["functions"])
-        choice = normalize_tool_choice(args["tool_choice"], args["function_call"], bool(tools))
+        names = [str((t.get("function") or {}).get("name", "")) for t in tools]
+        choice = normalize_tool_choice(args["tool_choice"], args["function_call"], names)
         schema, json_object = response_format_schema(args["response_format"])
         template_kwargs = {
             k: _json(v, f"chat_template_kwargs[{k!r}]")
@@ -448,6 +520,7 @@ class ChatCompletionMixin:
     ) -> int:
         """Prompt tokens these messages (and tools) take once rendered by the chat template."""
         tools_json = _json(list(tools), "tools") if tools else ""
+        messages = pair_function_messages(messages)
         prompt = self.chat_templates.apply(_json(list(messages), "messages"), tools_json=tools_json)
         return len(prompt.tokens)
 

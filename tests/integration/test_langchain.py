@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from llamacpp_integrations import InvalidParameterError, Llama, ModelLoadError, grammars
 from llamacpp_integrations.langchain import ChatLlamaCpp, LlamaCpp, LlamaCppEmbeddings
-from llamacpp_integrations.langchain._messages import ai_message
+from llamacpp_integrations.langchain._messages import ai_message, to_openai_messages
 
 pytestmark = pytest.mark.integration
 
@@ -172,7 +172,7 @@ def test_tool_choice_none_and_parallel_false(chat: ChatLlamaCpp) -> None:
 
 
 def test_bad_tool_choice_raises(chat: ChatLlamaCpp) -> None:
-    with pytest.raises(ValueError, match="not one of the bound tools"):
+    with pytest.raises(ValueError, match="not among the tools"):
         chat.bind_tools([add], tool_choice="multiply")
     with pytest.raises(ValueError, match="exactly one tool"):
         chat.bind_tools([add, translate], tool_choice=True)
@@ -418,3 +418,28 @@ def test_chat_grammar_path_constrains_the_reply(model_path: str) -> None:
     assert isinstance(json.loads(reply.text), dict)
     with pytest.raises(ValidationError, match="not both"):
         ChatLlamaCpp(client=llm.llama, grammar='root ::= "a"', grammar_path="x.gbnf")
+
+
+def test_function_messages_answer_the_calls_they_follow(chat: ChatLlamaCpp) -> None:
+    """Legacy function calling: a ``FunctionMessage`` is the result of the call before it,
+    whether that call is a ``function_call`` or a tool call of the same name."""
+    from langchain_core.messages import FunctionMessage
+
+    from llamacpp_integrations._chat import pair_function_messages
+
+    legacy = AIMessage(
+        "", additional_kwargs={"function_call": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
+    )
+    modern = AIMessage("", tool_calls=[{"name": "add", "args": {"a": 2, "b": 3}, "id": "c7"}])
+    for call in (legacy, modern):
+        messages = [HumanMessage("What is 2 plus 3?"), call, FunctionMessage("517", name="add")]
+        paired = pair_function_messages(to_openai_messages(messages))
+        assert paired[2]["role"] == "tool"
+        assert paired[2]["tool_call_id"] == paired[1]["tool_calls"][0]["id"]
+        assert paired[1]["tool_calls"][0]["function"]["name"] == "add"
+        prompt = chat.llama.chat_templates.apply(json.dumps(paired)).prompt
+        assert "tool\n517" in prompt  # rendered as the tool result (SmolLM's template drops calls)
+        reply = chat.invoke(messages, max_tokens=8)
+        assert isinstance(reply, AIMessage) and reply.usage_metadata
+    with pytest.raises(InvalidParameterError, match="'add', which no earlier assistant"):
+        chat.invoke([HumanMessage("Hi"), FunctionMessage("517", name="add")])

@@ -101,7 +101,7 @@ def test_prepare_chat_with_tools_maps_the_options(li_llm: LlamaCPP) -> None:
     assert required["tool_choice"] == "required"
     assert required["parallel_tool_calls"] is True
     named = li_llm._prepare_chat_with_tools(TOOLS, user_msg="hi", tool_choice="translate")
-    assert named["tool_choice"] == {"type": "function", "function": {"name": "translate"}}
+    assert named["tool_choice"] == "translate"  # normalised once, in the engine layer
     none = li_llm._prepare_chat_with_tools([], user_msg="hi")
     assert "tools" not in none and "tool_choice" not in none
 

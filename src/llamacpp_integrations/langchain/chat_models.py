@@ -25,7 +25,8 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict
 
-from .._chat import ChatCompletionStream, normalize_tools
+from .._chat import ChatCompletionStream, normalize_tool_choice, normalize_tools
+from .._openai import json_schema_format
 from ..types import ChatCompletionChunk, ChatCompletionResponse
 from ._common import PROVIDER, LlamaCppFields, deadline_of
 from ._messages import ai_message, ai_message_chunk, to_openai_messages, usage_metadata
@@ -158,7 +159,7 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         }
         if choice["logprobs"] is not None:
             metadata["logprobs"] = choice["logprobs"]
-        message = ai_message(dict(choice["message"]), response["usage"], metadata)
+        message = ai_message(dict(choice["message"]), usage_metadata(response), metadata)
         info: dict[str, Any] = {"finish_reason": choice["finish_reason"]}
         if choice["logprobs"] is not None:
             info["logprobs"] = choice["logprobs"]
@@ -182,7 +183,7 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
                 "timings": chunk.get("timings"),
             }
             if "usage" in chunk:
-                message.usage_metadata = usage_metadata(chunk["usage"])
+                message.usage_metadata = usage_metadata(chunk)
             info = {**(info or {}), "finish_reason": choice["finish_reason"]}
         elif "model_provider" not in message.response_metadata:
             message.response_metadata = {"model_provider": PROVIDER}
@@ -280,15 +281,13 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
             **kwargs: Further call arguments to bind.
 
         Raises:
-            ValueError: ``tool_choice`` names a tool not in ``tools``, or is True with several
-                tools.
+            InvalidParameterError: ``tool_choice`` names a tool not in ``tools``, or is True
+                with several tools (a ``ValueError``).
         """
         formatted = [convert_to_openai_tool(t) for t in tools]
         names = [t["function"]["name"] for t in formatted]
-        if tool_choice is not None and tool_choice is not False:
-            kwargs["tool_choice"] = _tool_choice(tool_choice, names)
-        elif tool_choice is False:
-            kwargs["tool_choice"] = "none"
+        if tool_choice is not None:
+            kwargs["tool_choice"] = normalize_tool_choice(tool_choice, None, names)
         if parallel_tool_calls is not None:
             kwargs["parallel_tool_calls"] = parallel_tool_calls
         return super().bind(tools=formatted, **kwargs)
@@ -342,15 +341,10 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         elif method in ("json_schema", "json_mode"):
             # json_mode, too, follows the schema: a hosted JSON mode only promises some JSON
             # object, but a local grammar for the exact schema costs nothing and always parses
-            response_format: dict[str, Any] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": name,
-                    "schema": convert_to_json_schema(schema),
-                    "strict": True,
-                },
-            }
-            llm = self.bind(response_format=response_format, ls_structured_output_format=trace)
+            llm = self.bind(
+                response_format=json_schema_format(name, convert_to_json_schema(schema)),
+                ls_structured_output_format=trace,
+            )
             if pydantic_schema:
                 parser = PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
             else:
@@ -368,25 +362,3 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         return RunnableMap(raw=llm) | parse.with_fallbacks(
             [no_parse], exception_key="parsing_error"
         )
-
-
-def _tool_choice(choice: dict[str, Any] | str | bool, names: list[str]) -> dict[str, Any] | str:
-    """OpenAI ``tool_choice`` from LangChain's spellings."""
-    if choice is True:
-        if len(names) != 1:
-            raise ValueError("tool_choice=True needs exactly one tool; name the tool instead")
-        return {"type": "function", "function": {"name": names[0]}}
-    if isinstance(choice, str):
-        if choice in ("auto", "none", "required"):
-            return choice
-        if choice == "any":
-            return "required"
-        if choice not in names:
-            raise ValueError(f"tool_choice {choice!r} is not one of the bound tools: {names}")
-        return {"type": "function", "function": {"name": choice}}
-    if isinstance(choice, dict):
-        name = choice.get("function", {}).get("name") or choice.get("name")
-        if name is not None and name not in names:
-            raise ValueError(f"tool_choice names {name!r}, which is not one of the tools: {names}")
-        return choice
-    raise ValueError(f"unsupported tool_choice {choice!r}")

@@ -6,7 +6,6 @@ module only moves data between the two shapes (no prompt formatting, no output p
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
 
+from .._openai import parse_arguments, tool_call, usage_of
 from ..errors import InvalidParameterError
 
 __all__ = [
@@ -48,32 +48,15 @@ _ROLES = {
 }
 
 
-def _arguments_text(arguments: Any) -> str:
-    if isinstance(arguments, str):
-        return arguments or "{}"
-    return json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
-
-
 def _openai_tool_call(call: Any, index: int) -> dict[str, Any]:
     """One OpenAI tool call from a ``ToolCallBlock`` or a stored ``additional_kwargs`` entry."""
     if isinstance(call, ToolCallBlock):
-        return {
-            "id": call.tool_call_id or f"call_{index}",
-            "type": "function",
-            "function": {"name": call.tool_name, "arguments": _arguments_text(call.tool_kwargs)},
-        }
+        return tool_call(call.tool_name, call.tool_kwargs, call.tool_call_id, index)
     if not isinstance(call, Mapping):
         dump = getattr(call, "model_dump", None)  # e.g. an OpenAI SDK object
         call = dump() if callable(dump) else {}
     fn = call.get("function") or {}
-    return {
-        "id": call.get("id") or f"call_{index}",
-        "type": "function",
-        "function": {
-            "name": fn.get("name", ""),
-            "arguments": _arguments_text(fn.get("arguments")),
-        },
-    }
+    return tool_call(fn.get("name", ""), fn.get("arguments"), call.get("id"), index)
 
 
 def to_openai_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -111,6 +94,8 @@ def to_openai_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
             call_id = message.additional_kwargs.get("tool_call_id")
             if call_id:
                 item["tool_call_id"] = str(call_id)
+            elif message.role == MessageRole.FUNCTION:
+                item["role"] = "function"  # the engine pairs it with the call it answers
             name = message.additional_kwargs.get("name")
             if name:
                 item["name"] = str(name)
@@ -120,10 +105,9 @@ def to_openai_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
 
 def _parsed_arguments(arguments: str) -> dict[str, Any] | str:
     try:
-        value = json.loads(arguments)
+        return parse_arguments(arguments)
     except ValueError:
         return arguments  # still streaming in
-    return value if isinstance(value, dict) else arguments
 
 
 def _assistant_message(
@@ -158,13 +142,14 @@ def _assistant_message(
 
 def usage_kwargs(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Token counts of a response (for ``additional_kwargs``), empty when it has none."""
-    usage = raw.get("usage")
-    if not isinstance(usage, Mapping):
+    usage = usage_of(raw)
+    if usage is None:
         return {}
     return {
-        "prompt_tokens": usage["prompt_tokens"],
-        "completion_tokens": usage["completion_tokens"],
-        "total_tokens": usage["total_tokens"],
+        "prompt_tokens": usage.prompt,
+        "completion_tokens": usage.completion,
+        "total_tokens": usage.total,
+        "cached_tokens": usage.cached,
     }
 
 

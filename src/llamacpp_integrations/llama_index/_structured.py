@@ -16,6 +16,7 @@ from llama_index.core.instrumentation.events.llm import (
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.types import Model, PydanticProgramMode
 
+from .._openai import json_schema_format
 from ._instrument import dispatcher, span
 
 if TYPE_CHECKING:
@@ -27,13 +28,6 @@ else:
     _Base = object
 
 __all__ = ["StructuredOutputMixin"]
-
-
-def json_schema_format(output_cls: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": output_cls.__name__, "schema": output_cls.model_json_schema()},
-    }
 
 
 class StructuredOutputMixin(_Base):
@@ -51,7 +45,9 @@ class StructuredOutputMixin(_Base):
         kwargs = dict(llm_kwargs or {})
         for key in ("tools", "tool_choice", "tool_required", "allow_parallel_tool_calls"):
             kwargs.pop(key, None)
-        kwargs["response_format"] = json_schema_format(output_cls)
+        kwargs["response_format"] = json_schema_format(
+            output_cls.__name__, output_cls.model_json_schema()
+        )
         return messages, kwargs
 
     @span

@@ -33,6 +33,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.types import BaseOutputParser, PydanticProgramMode
 
+from .._chat import normalize_tool_choice
 from .._params import load_model
 from .._shared import release, shared_llama
 from ..errors import InvalidParameterError
@@ -617,14 +618,10 @@ class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
         specs = [t.metadata.to_openai_tool(skip_length_check=True) for t in tools]
         if not specs:
             return out
-        names = {s["function"]["name"] for s in specs}
-        choice: Any
-        if tool_choice is None:
-            choice = "required" if tool_required else "auto"
-        elif isinstance(tool_choice, str) and tool_choice in names:
-            choice = {"type": "function", "function": {"name": tool_choice}}
-        else:
-            choice = tool_choice
+        names = [s["function"]["name"] for s in specs]
+        if tool_choice is None and tool_required:
+            tool_choice = "required"
+        choice = normalize_tool_choice(tool_choice, None, names)
         out.update(tools=specs, tool_choice=choice, parallel_tool_calls=allow_parallel_tool_calls)
         return out
 

@@ -48,7 +48,7 @@ void init_engine(nb::module_ & m) {
         .def_rw("frequency_penalty", &lci::sampling_params::frequency_penalty)
         .def_rw("presence_penalty", &lci::sampling_params::presence_penalty)
         .def_rw("penalty_last_n", &lci::sampling_params::penalty_last_n)
-        .def_rw("mirostat", &lci::sampling_params::mirostat)
+        .def_rw("mirostat_mode", &lci::sampling_params::mirostat_mode)
         .def_rw("mirostat_tau", &lci::sampling_params::mirostat_tau)
         .def_rw("mirostat_eta", &lci::sampling_params::mirostat_eta)
         .def_rw("dry_multiplier", &lci::sampling_params::dry_multiplier)

@@ -175,7 +175,7 @@ std::shared_ptr<request_state> engine::submit(completion_request req) {
         }
     }
     rs->sampler_ = sampler_make(*model_, sp, (int32_t) n_ctx_seq_);
-    rs->greedy_ = sp.temperature <= 0.0f && sp.grammar.empty() && sp.mirostat == 0 && sp.dry_multiplier == 0.0f && sp.repeat_penalty == 1.0f &&
+    rs->greedy_ = sp.temperature <= 0.0f && sp.grammar.empty() && sp.mirostat_mode == 0 && sp.dry_multiplier == 0.0f && sp.repeat_penalty == 1.0f &&
                   sp.frequency_penalty == 0.0f && sp.presence_penalty == 0.0f;
     if (rs->greedy_ && !sp.logit_bias.empty()) {
         rs->bias_.assign((size_t) model_->n_vocab(), 0.0f);

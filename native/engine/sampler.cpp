@@ -166,7 +166,7 @@ common_sampler_ptr sampler_make(const model & m, const sampling_params & p, int3
     require(p.typical_p > 0.0f && p.typical_p <= 1.0f,
             "typical_p must be in (0, 1], got " + std::to_string(p.typical_p));
     require(p.repeat_penalty > 0.0f, "repeat_penalty must be greater than 0, got " + std::to_string(p.repeat_penalty));
-    require(p.mirostat >= 0 && p.mirostat <= 2, "mirostat must be 0, 1 or 2, got " + std::to_string(p.mirostat));
+    require(p.mirostat_mode >= 0 && p.mirostat_mode <= 2, "mirostat_mode must be 0, 1 or 2, got " + std::to_string(p.mirostat_mode));
     require(p.penalty_last_n >= -1, "penalty_last_n must be >= -1");
     check_finite(p.dry_multiplier, "dry_multiplier");
     check_finite(p.dry_base, "dry_base");
@@ -191,7 +191,7 @@ common_sampler_ptr sampler_make(const model & m, const sampling_params & p, int3
     cp.penalty_present   = p.presence_penalty;
     cp.penalty_last_n    = p.penalty_last_n < 0 ? n_ctx : p.penalty_last_n;
     cp.n_prev            = std::max(cp.penalty_last_n, 64);
-    cp.mirostat          = p.mirostat;
+    cp.mirostat          = p.mirostat_mode;
     cp.mirostat_tau      = p.mirostat_tau;
     cp.mirostat_eta      = p.mirostat_eta;
     cp.dry_multiplier     = p.dry_multiplier;

@@ -27,7 +27,7 @@ struct sampling_params {
     float    frequency_penalty = 0.0f;
     float    presence_penalty  = 0.0f;
     int32_t  penalty_last_n    = 64;   // -1: the whole context
-    int32_t  mirostat          = 0;    // 0 off, 1 mirostat, 2 mirostat 2.0
+    int32_t  mirostat_mode     = 0;    // 0 off, 1 mirostat, 2 mirostat 2.0
     float    mirostat_tau      = 5.0f;
     float    mirostat_eta      = 0.1f;
     float    dry_multiplier    = 0.0f; // DRY repetition penalty; 0: off

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import _core
 from ._completion import CompletionStream
+from ._sampling import SamplingOptions
 from .errors import (
     ContextWindowExceededError,
     DecodeError,
@@ -38,6 +39,7 @@ __all__ = [
     "Llama",
     "LlamaError",
     "ModelLoadError",
+    "SamplingOptions",
     "__version__",
     "backends",
     "default_model_path",

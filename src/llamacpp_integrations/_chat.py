@@ -16,10 +16,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from typing_extensions import Unpack
+
 from . import _core
 from ._completion import RequestStream, await_result, timings_of, usage_of, wait_result
 from ._openai import tool_call
-from ._params import bind_call, check_int, max_tokens_limit, sampling_kwargs, stop_list
+from ._params import bind_call, check_int, max_tokens_limit, sampling_values, stop_list
+from ._sampling import SamplingOptions, with_sampling
 from .errors import InvalidParameterError
 from .types import (
     ChatCompletionChunk,
@@ -29,6 +32,9 @@ from .types import (
     ChatTokenLogprob,
     ToolCall,
 )
+
+CHAT_TEMPERATURE = 0.2
+"""The default temperature of chat completions (llama-cpp-python's)."""
 
 __all__ = [
     "ChatCompletionMixin",
@@ -377,6 +383,7 @@ class ChatCompletionMixin:
             self._chat_templates = templates
         return templates
 
+    @with_sampling(defaults={"temperature": CHAT_TEMPERATURE})
     def create_chat_completion(
         self,
         messages: Sequence[Mapping[str, Any]],
@@ -384,28 +391,11 @@ class ChatCompletionMixin:
         function_call: Any = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
-        temperature: float = 0.2,
-        top_p: float = 0.95,
-        top_k: int = 40,
-        min_p: float = 0.05,
-        typical_p: float = 1.0,
         stream: bool = False,
         stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
         response_format: Mapping[str, Any] | None = None,
         max_tokens: int | None = None,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        repeat_penalty: float = 1.0,
-        mirostat_mode: int = 0,
-        mirostat_tau: float = 5.0,
-        mirostat_eta: float = 0.1,
-        dry_multiplier: float = 0.0,
-        dry_base: float = 1.75,
-        dry_allowed_length: int = 2,
-        dry_penalty_last_n: int = -1,
         model: str | None = None,
-        logit_bias: Mapping[int, float] | None = None,
         logprobs: bool | None = None,
         top_logprobs: int | None = None,
         grammar: str | None = None,
@@ -415,6 +405,7 @@ class ChatCompletionMixin:
         enable_thinking: bool = True,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         ignore_eos: bool = False,
+        **sampling: Unpack[SamplingOptions],
     ) -> ChatCompletionResponse | ChatCompletionStream:
         """Generates the assistant's reply to OpenAI-shaped messages (``chat.completion``).
 
@@ -447,10 +438,9 @@ class ChatCompletionMixin:
             logprobs: Return the log-probability of each token.
             top_logprobs: How many alternatives to return per token (with ``logprobs``).
             stream: Return an iterator of ``chat.completion.chunk`` deltas.
-            temperature, top_p, top_k, min_p, typical_p, repeat_penalty, presence_penalty,
-            frequency_penalty, mirostat_mode, mirostat_tau, mirostat_eta, dry_multiplier, dry_base,
-            dry_allowed_length, dry_penalty_last_n, seed, logit_bias,
             stop, max_tokens, ignore_eos, model: As in :meth:`create_completion`.
+            **sampling: The sampling settings (listed below; :class:`SamplingOptions`);
+                ``temperature`` defaults to 0.2 here, as in llama-cpp-python.
 
         Raises:
             InvalidParameterError: Malformed messages, an unknown role, a tool_choice naming a
@@ -489,7 +479,7 @@ class ChatCompletionMixin:
         request = engine.submit_chat(
             self.chat_templates,
             _json(list(messages), "messages"),
-            self.sampling_params(**sampling_kwargs(args)),
+            self.sampling_params(**{"temperature": CHAT_TEMPERATURE, **sampling_values(args)}),
             tools_json=_json(tools, "tools") if tools else "",
             tool_choice=choice,
             parallel_tool_calls=bool(args["parallel_tool_calls"]),

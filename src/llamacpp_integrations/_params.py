@@ -12,35 +12,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _core
+from ._sampling import SAMPLING_ARGS
 from .errors import InvalidParameterError
 
 logger = logging.getLogger("llamacpp_integrations")
 
-SAMPLING_ARGS = (
-    "temperature",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "top_k",
-    "repeat_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-    "mirostat_mode",
-    "mirostat_tau",
-    "mirostat_eta",
-    "dry_multiplier",
-    "dry_base",
-    "dry_allowed_length",
-    "dry_penalty_last_n",
-    "seed",
-    "logit_bias",
-)
-"""The sampling keywords that create_completion and create_chat_completion share."""
 
-
-def sampling_kwargs(call_args: Mapping[str, Any]) -> dict[str, Any]:
-    """The sampling keywords out of a method's arguments (its ``locals()``)."""
-    return {name: call_args[name] for name in SAMPLING_ARGS}
+def sampling_values(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampling settings among a method's arguments (its ``locals()`` or :func:`bind_call`'s
+    result): those bound by name, and those in its ``**sampling``."""
+    out = {name: args[name] for name in SAMPLING_ARGS if name in args}
+    out.update(args.get("sampling") or {})
+    return out
 
 
 def bind_call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from typing_extensions import Unpack
+
 from . import _core
 from ._chat import ChatCompletionMixin, read_grammar
 from ._completion import CompletionStream, ResponseMeta
@@ -27,9 +29,10 @@ from ._params import (
     kv_type,
     load_model,
     max_tokens_limit,
-    sampling_kwargs,
+    sampling_values,
     stop_list,
 )
+from ._sampling import SamplingOptions, native_sampling, with_sampling
 from .errors import EngineClosedError, InvalidParameterError
 from .types import CompletionResponse
 
@@ -403,86 +406,39 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
                 raise InvalidParameterError(f"prompt tokens must be ints, got {t!r}")
         return tokens
 
+    @with_sampling()
     def sampling_params(
         self,
         *,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        typical_p: float = 1.0,
-        top_k: int = 40,
-        repeat_penalty: float = 1.0,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        mirostat_mode: int = 0,
-        mirostat_tau: float = 5.0,
-        mirostat_eta: float = 0.1,
-        dry_multiplier: float = 0.0,
-        dry_base: float = 1.75,
-        dry_allowed_length: int = 2,
-        dry_penalty_last_n: int = -1,
-        seed: int | None = None,
-        logit_bias: Mapping[int, float] | None = None,
         grammar: str | None = None,
         grammar_path: str | os.PathLike[str] | None = None,
+        **sampling: Unpack[SamplingOptions],
     ) -> _core.SamplingParams:
-        """Builds the native sampler settings of one request (validated natively at submit)."""
-        sp = _core.SamplingParams()
-        sp.temperature = float(temperature)
-        sp.top_p = float(top_p)
-        sp.min_p = float(min_p)
-        sp.typical_p = float(typical_p)
-        sp.top_k = int(top_k)
-        sp.repeat_penalty = float(repeat_penalty)
-        sp.frequency_penalty = float(frequency_penalty)
-        sp.presence_penalty = float(presence_penalty)
-        sp.penalty_last_n = self.last_n_tokens_size
-        sp.mirostat = int(mirostat_mode)
-        sp.mirostat_tau = float(mirostat_tau)
-        sp.mirostat_eta = float(mirostat_eta)
-        sp.dry_multiplier = float(dry_multiplier)
-        sp.dry_base = float(dry_base)
-        sp.dry_allowed_length = int(dry_allowed_length)
-        sp.dry_penalty_last_n = int(dry_penalty_last_n)
-        chosen = self.seed if seed is None else int(seed)
-        sp.seed = LLAMA_DEFAULT_SEED if chosen < 0 else chosen & 0xFFFFFFFF
-        if logit_bias:
-            sp.logit_bias = [(int(k), float(v)) for k, v in logit_bias.items()]
+        """Builds the native sampler settings of one request (checked here, and natively at
+        submit)."""
+        sp = native_sampling(
+            sampling, default_seed=self.seed, penalty_last_n=self.last_n_tokens_size
+        )
         text = read_grammar(grammar, grammar_path)
         if text is not None:
             sp.grammar = text
         return sp
 
+    @with_sampling()
     def create_completion(
         self,
         prompt: str | Sequence[int],
         suffix: str | None = None,
         max_tokens: int | None = 16,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        typical_p: float = 1.0,
         logprobs: int | None = None,
         echo: bool = False,
         stop: str | Sequence[str] | None = None,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        repeat_penalty: float = 1.0,
-        top_k: int = 40,
         stream: bool = False,
-        seed: int | None = None,
-        mirostat_mode: int = 0,
-        mirostat_tau: float = 5.0,
-        mirostat_eta: float = 0.1,
-        dry_multiplier: float = 0.0,
-        dry_base: float = 1.75,
-        dry_allowed_length: int = 2,
-        dry_penalty_last_n: int = -1,
         model: str | None = None,
         grammar: str | None = None,
         grammar_path: str | os.PathLike[str] | None = None,
-        logit_bias: Mapping[int, float] | None = None,
         ignore_eos: bool = False,
+        **sampling: Unpack[SamplingOptions],
     ) -> CompletionResponse | CompletionStream:
         """Generates text from a prompt (OpenAI ``text_completion`` shape).
 
@@ -491,33 +447,15 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
             suffix: Text after the gap, for fill-in-the-middle models.
             max_tokens: Tokens to generate at most; None or <= 0 generates until the context
                 is full.
-            temperature: Sampling temperature; 0 is greedy.
-            top_p: Nucleus sampling threshold.
-            min_p: Minimum probability relative to the best token.
-            typical_p: Locally typical sampling threshold.
             logprobs: Return the log-probability of each token and of this many alternatives.
             echo: Put the prompt in front of the generated text.
             stop: Strings that end generation; they are not part of the output.
-            frequency_penalty: Penalty growing with how often a token appeared.
-            presence_penalty: Penalty for tokens that appeared at all.
-            repeat_penalty: Multiplicative repetition penalty (1.0 is off).
-            top_k: Sample among the k most likely tokens.
             stream: Return an iterator of ``text_completion`` chunks.
-            seed: Sampling seed for this call.
-            mirostat_mode: 0 off, 1 Mirostat, 2 Mirostat 2.0.
-            mirostat_tau: Mirostat target entropy.
-            mirostat_eta: Mirostat learning rate.
-            dry_multiplier: DRY ("don't repeat yourself") penalty on tokens that extend a
-                sequence already seen; 0 is off. It breaks loops without penalizing the
-                quotes and braces JSON repeats (sequences stop at ``\n : " *``).
-            dry_base: DRY penalty growth per repeated token.
-            dry_allowed_length: Repeated sequences up to this length are not penalized.
-            dry_penalty_last_n: Tokens DRY looks back over; -1: the whole context.
             model: Name reported in the response (defaults to the model path).
             grammar: A GBNF grammar the output must follow.
             grammar_path: A .gbnf file with the grammar.
-            logit_bias: Token id to bias added to its logit.
             ignore_eos: Keep generating past end-of-generation tokens.
+            **sampling: The sampling settings (listed below; :class:`SamplingOptions`).
 
         Raises:
             ContextWindowExceededError: The prompt does not fit in n_ctx.
@@ -532,7 +470,7 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         engine = self._require_engine()
         tokens = self._prompt_tokens(args["prompt"], args["suffix"])
         sampling = self.sampling_params(
-            **sampling_kwargs(args), grammar=args["grammar"], grammar_path=args["grammar_path"]
+            grammar=args["grammar"], grammar_path=args["grammar_path"], **sampling_values(args)
         )
         logprobs = args["logprobs"]
         if logprobs is not None:

@@ -253,7 +253,8 @@ def test_embeddings_tokenize(server: Server, client: Any, model_id: str) -> None
         ({"messages": "hi"}, "messages", "invalid value"),
         ({"messages": [{"role": "user", "content": "x"}], "max_tokn": 3}, "max_tokn", "unknown"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, None, "unknown role"),
-        ({"messages": [{"role": "user", "content": "x"}], "temperature": 9}, "temperature", ""),
+        ({"messages": [{"role": "user", "content": "x"}], "top_p": 9}, "top_p", ""),
+        ({"messages": [{"role": "user", "content": "x"}], "temperature": -1}, "temperature", ""),
         (
             {"messages": [{"role": "user", "content": "x"}], "grammar": 'root ::= ("a"'},
             "grammar",

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.language_models.base import LangSmithParams
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from .._sampling import SAMPLING_ARGS, settings
 from .._shared import shared_llama
 from ..download import download_model
 from ..errors import InvalidParameterError
@@ -141,38 +142,38 @@ class LlamaLoadFields(BaseModel):
         return os.path.basename(self.llama.model_path)
 
 
-class SamplingFields(BaseModel):
-    """Generation settings, overridable per call (``invoke(..., temperature=0)``)."""
+def _native_sampling_fields() -> dict[str, Any]:
+    """Pydantic fields of the sampling settings (``SamplingOptions``); ``seed`` is a load
+    field here, as in langchain_community."""
+    out: dict[str, Any] = {}
+    for s in settings():
+        if s.name != "seed":
+            r = s.range
+            field = Field(default=s.default, description=s.doc, ge=r.ge, gt=r.gt, le=r.le)
+            out[s.name] = (s.type, field)
+    return out
+
+
+if TYPE_CHECKING:
+    _NativeSampling = BaseModel
+else:
+    _NativeSampling = create_model(
+        "_NativeSampling",
+        __config__=ConfigDict(extra="forbid", protected_namespaces=()),
+        **_native_sampling_fields(),
+    )
+
+
+class SamplingFields(_NativeSampling):
+    """Generation settings, overridable per call (``invoke(..., temperature=0)``): the engine's
+    sampling settings (``temperature``, ``top_p``, ``top_k``, ``min_p``, ``typical_p``,
+    ``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``, ``mirostat_*``, ``dry_*``,
+    ``logit_bias``; see ``llamacpp_integrations.SamplingOptions``), and these."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
     max_tokens: int | None = 256
     """Tokens to generate at most; None or <= 0: until the context is full."""
-    temperature: float = 0.8
-    """Sampling temperature; 0 is greedy."""
-    top_p: float = 0.95
-    """Nucleus sampling threshold."""
-    top_k: int = 40
-    """Sample among the k most likely tokens."""
-    min_p: float = 0.05
-    """Minimum probability relative to the most likely token."""
-    repeat_penalty: float = 1.0
-    """Repetition penalty (1.0: off, llama.cpp's default; langchain_community's 1.1 penalizes
-    the quotes and braces JSON repeats, and garbles tool calls and structured output)."""
-    presence_penalty: float = 0.0
-    """Penalty for tokens that appeared at all."""
-    frequency_penalty: float = 0.0
-    """Penalty growing with how often a token appeared."""
-    dry_multiplier: float = 0.0
-    """DRY ("don't repeat yourself") penalty on tokens extending a sequence already seen; 0 is
-    off. About 0.8 stops the loops small models fall into (also inside JSON strings) without
-    penalizing the quotes and braces JSON repeats."""
-    dry_base: float = 1.75
-    """DRY penalty growth per repeated token."""
-    dry_allowed_length: int = 2
-    """Repeats up to this many tokens are not penalized by DRY."""
-    dry_penalty_last_n: int = -1
-    """Tokens DRY looks back over; -1: the whole context."""
     stop: list[str] | None = None
     """Strings that end generation (merged with a call's ``stop``)."""
     grammar_path: str | os.PathLike[str] | None = None
@@ -198,20 +199,8 @@ class SamplingFields(BaseModel):
         self, stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Keyword arguments for a ``Llama`` call: the fields, then the call's overrides."""
-        out: dict[str, Any] = {
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "min_p": self.min_p,
-            "repeat_penalty": self.repeat_penalty,
-            "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty,
-            "dry_multiplier": self.dry_multiplier,
-            "dry_base": self.dry_base,
-            "dry_allowed_length": self.dry_allowed_length,
-            "dry_penalty_last_n": self.dry_penalty_last_n,
-        }
+        out: dict[str, Any] = {"max_tokens": self.max_tokens}
+        out.update((name, getattr(self, name)) for name in SAMPLING_ARGS if name != "seed")
         if self.grammar is not None:
             out["grammar"] = self.grammar
         if self.grammar_path is not None:
@@ -261,29 +250,25 @@ class LlamaCppFields(LlamaLoadFields, SamplingFields):
         return {
             "model_path": self.llama.model_path,
             "n_ctx": self.llama.n_ctx(),
-            "temperature": self.temperature,
             "max_tokens": self.max_tokens,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "repeat_penalty": self.repeat_penalty,
+            **{k: getattr(self, k) for k in ("temperature", "top_p", "top_k", "repeat_penalty")},
         }
 
     def ls_params(
         self, model_type: str, stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> LangSmithParams:
         """LangSmith's standard trace params; a per-call ``model=`` is the reported name."""
+        call = self.sampling_call_kwargs(stop, kwargs)  # the fields under the call's values
         params: LangSmithParams = {
             "ls_provider": PROVIDER,
             "ls_model_name": kwargs.get("model") or self.reported_name(),
             "ls_model_type": model_type,  # type: ignore[typeddict-item]
-            "ls_temperature": kwargs.get("temperature", self.temperature),
+            "ls_temperature": call["temperature"],
         }
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens:
-            params["ls_max_tokens"] = max_tokens
-        stops = stop or kwargs.get("stop") or self.stop
-        if stops:
-            params["ls_stop"] = list(stops)
+        if call.get("max_tokens"):
+            params["ls_max_tokens"] = call["max_tokens"]
+        if call.get("stop"):
+            params["ls_stop"] = list(call["stop"])
         return params
 
 

@@ -68,6 +68,21 @@ _TEMPLATE_ONLY = ("tools", "functions", "response_format")
 """Arguments only the model's chat template can express (a custom formatter cannot)."""
 
 
+def _check_generate_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """``generate_kwargs`` must be arguments of ``Llama``'s completion or chat completion (the
+    sampling settings among them come from ``SamplingOptions``), so that a typo fails at
+    construction instead of at the first call."""
+    known = {"max_new_tokens"}
+    for method in (Llama.create_completion, Llama.create_chat_completion):
+        known.update(inspect.signature(method).parameters)
+    known -= {"self", "prompt", "messages", "stream"}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise InvalidParameterError(
+            f"generate_kwargs has unknown argument(s) {unknown}; expected some of {sorted(known)}"
+        )
+
+
 class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
     """A GGUF model running in-process on llama.cpp, as a LlamaIndex function-calling LLM.
 
@@ -261,6 +276,7 @@ class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
             output_parser=output_parser,
             **kwargs,
         )
+        _check_generate_kwargs(self.generate_kwargs)
         self._custom_messages_to_prompt = messages_to_prompt is not None
         self._custom_completion_to_prompt = completion_to_prompt is not None
         if client is not None:

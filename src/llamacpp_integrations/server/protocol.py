@@ -9,9 +9,11 @@ a typo such as ``max_token`` is never silently ignored. OpenAI's informational f
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from .._sampling import settings
 
 __all__ = [
     "ChatCompletionRequest",
@@ -34,26 +36,31 @@ class StreamOptions(Strict):
     """Send a last chunk with the usage of the whole request (and no choices)."""
 
 
-class SamplingFields(Strict):
-    """Sampling fields shared by chat and text completions; None leaves ``Llama``'s default."""
+def _engine_sampling_fields() -> dict[str, Any]:
+    """The engine's sampling settings as optional fields (None: ``Llama``'s default); the
+    server maps ``seed`` (per choice) and ``logit_bias`` (string token ids) itself."""
+    out: dict[str, Any] = {}
+    for s in settings():
+        if s.name not in ("seed", "logit_bias"):
+            r = s.range
+            field = Field(default=None, description=s.doc, ge=r.ge, gt=r.gt, le=r.le)
+            out[s.name] = (s.type | None, field)
+    return out
+
+
+if TYPE_CHECKING:
+    _EngineSampling = Strict
+else:
+    _EngineSampling = create_model("_EngineSampling", __base__=Strict, **_engine_sampling_fields())
+
+
+class SamplingFields(_EngineSampling):
+    """Sampling fields shared by chat and text completions: the engine's sampling settings
+    (``temperature``, ``top_p``, ``top_k``, ``min_p``, ...; None leaves ``Llama``'s default)
+    and these."""
 
     model: str | None = None
     """The served model's alias (``GET /v1/models``); may be omitted when one model is served."""
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    top_k: int | None = None
-    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    typical_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    repeat_penalty: float | None = Field(default=None, gt=0.0)
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    mirostat_mode: int | None = Field(default=None, ge=0, le=2)
-    mirostat_tau: float | None = None
-    mirostat_eta: float | None = None
-    dry_multiplier: float | None = Field(default=None, ge=0.0)
-    dry_base: float | None = Field(default=None, ge=1.0)
-    dry_allowed_length: int | None = Field(default=None, ge=0)
-    dry_penalty_last_n: int | None = Field(default=None, ge=-1)
     seed: int | None = None
     stop: str | list[str] | None = None
     max_tokens: int | None = Field(default=None, ge=0)

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from .._chat import ChatCompletionStream
 from .._completion import CompletionStream, RequestStream
-from .._params import SAMPLING_ARGS
+from .._sampling import SAMPLING_ARGS
 from ..llama import Llama
 from .errors import APIError
 from .metrics import Metrics

@@ -44,6 +44,7 @@ void init_engine(nb::module_ & m) {
         .def_rw("top_p", &lci::sampling_params::top_p)
         .def_rw("min_p", &lci::sampling_params::min_p)
         .def_rw("typical_p", &lci::sampling_params::typical_p)
+        .def_rw("top_n_sigma", &lci::sampling_params::top_n_sigma)
         .def_rw("repeat_penalty", &lci::sampling_params::repeat_penalty)
         .def_rw("frequency_penalty", &lci::sampling_params::frequency_penalty)
         .def_rw("presence_penalty", &lci::sampling_params::presence_penalty)

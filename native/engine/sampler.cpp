@@ -156,6 +156,7 @@ common_sampler_ptr sampler_make(const model & m, const sampling_params & p, int3
     check_finite(p.top_p, "top_p");
     check_finite(p.min_p, "min_p");
     check_finite(p.typical_p, "typical_p");
+    check_finite(p.top_n_sigma, "top_n_sigma");
     check_finite(p.repeat_penalty, "repeat_penalty");
     check_finite(p.frequency_penalty, "frequency_penalty");
     check_finite(p.presence_penalty, "presence_penalty");
@@ -186,6 +187,7 @@ common_sampler_ptr sampler_make(const model & m, const sampling_params & p, int3
     cp.top_p             = p.top_p;
     cp.min_p             = p.min_p;
     cp.typ_p             = p.typical_p;
+    cp.top_n_sigma       = p.top_n_sigma;
     cp.penalty_repeat    = p.repeat_penalty;
     cp.penalty_freq      = p.frequency_penalty;
     cp.penalty_present   = p.presence_penalty;

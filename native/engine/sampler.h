@@ -23,6 +23,7 @@ struct sampling_params {
     float    top_p             = 0.95f;
     float    min_p             = 0.05f;
     float    typical_p         = 1.0f;
+    float    top_n_sigma       = -1.0f; // keep logits within n standard deviations of the top; <= 0: off
     float    repeat_penalty    = 1.0f;
     float    frequency_penalty = 0.0f;
     float    presence_penalty  = 0.0f;

@@ -67,6 +67,10 @@ class SamplingOptions(TypedDict, total=False):
     typical_p: Annotated[
         float, Doc("Locally typical sampling threshold (1: off)."), Range(gt=0, le=1)
     ]
+    top_n_sigma: Annotated[
+        float,
+        Doc("Keep tokens within this many standard deviations of the best logit (<= 0: off)."),
+    ]
     repeat_penalty: Annotated[
         float,
         Doc(

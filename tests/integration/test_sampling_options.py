@@ -58,3 +58,19 @@ def test_the_adapters_and_the_server_take_every_setting(llm: Llama) -> None:
         LlamaCPP(client=llm, generate_kwargs={"top_kk": 1})
     li = LlamaCPP(client=llm, generate_kwargs={"top_k": 1, "mirostat_mode": 0, "echo": False})
     assert li.generate_kwargs["top_k"] == 1
+
+
+def test_top_n_sigma_reaches_the_sampler_from_every_front(llm: Llama) -> None:
+    """A tiny top_n_sigma keeps only the best token, so a hot temperature samples the greedy text:
+    added in one line of SamplingOptions, it works in Llama, LangChain and LlamaIndex."""
+    prompt = "Once upon a time, in a small village,"
+    greedy = llm(prompt, max_tokens=16, temperature=0)["choices"][0]["text"]  # type: ignore[index]
+    hot = {"temperature": 1.5, "seed": 7}
+    assert llm(prompt, max_tokens=16, top_n_sigma=1e-4, **hot)["choices"][0]["text"] == greedy  # type: ignore[index]
+    assert llm(prompt, max_tokens=16, **hot)["choices"][0]["text"] != greedy  # type: ignore[index]
+    lc = LlamaCpp(client=llm, max_tokens=16, top_n_sigma=1e-4, temperature=1.5)
+    assert lc.invoke(prompt) == greedy
+    li = LlamaCPP(
+        client=llm, max_new_tokens=16, temperature=1.5, generate_kwargs={"top_n_sigma": 1e-4}
+    )
+    assert li.complete(prompt, formatted=True).text == greedy

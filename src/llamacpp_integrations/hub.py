@@ -25,13 +25,14 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any, TypeVar
 
 from .errors import InvalidParameterError, ModelLoadError
 
-__all__ = ["hub_model_path", "split_gguf_parts"]
+__all__ = ["HUB_OPTIONS", "from_hub", "hub_model_path", "split_gguf_parts"]
 
 logger = logging.getLogger("llamacpp_integrations")
 
@@ -421,3 +422,24 @@ def _status(e: BaseException) -> int | None:
 def _describe(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+HUB_OPTIONS = (
+    "additional_files",
+    "local_dir",
+    "local_dir_use_symlinks",
+    "cache_dir",
+    "revision",
+    "token",
+    "local_files_only",
+)
+"""The keywords of :func:`hub_model_path` that an adapter's ``from_pretrained`` passes on."""
+
+T = TypeVar("T")
+
+
+def from_hub(cls: Callable[..., T], repo_id: str, filename: str, kwargs: dict[str, Any]) -> T:
+    """``cls(model_path=<the downloaded file>, **kwargs)``, the :data:`HUB_OPTIONS` among
+    ``kwargs`` going to the download: the adapters' ``from_pretrained``."""
+    hub = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs}
+    return cls(model_path=hub_model_path(repo_id, filename, **hub), **kwargs)

@@ -214,6 +214,15 @@ try:
     if call == "hub":
         from llamacpp_integrations.hub import hub_model_path
         out = {"path": hub_model_path(**args)}
+    elif call == "adapters":
+        from llamacpp_integrations.langchain import ChatLlamaCpp, LlamaCppEmbeddings
+        from llamacpp_integrations.llama_index import LlamaCPP
+        chat = ChatLlamaCpp.from_pretrained(**args, vocab_only=True, temperature=0.1)
+        emb = LlamaCppEmbeddings.from_pretrained(**args, vocab_only=True)
+        li = LlamaCPP.from_pretrained(**args, model_kwargs={"vocab_only": True})
+        out = {"paths": [chat.llama.model_path, emb.llama.model_path, li.model_path],
+               "temperature": chat.temperature, "shared": chat.llama is emb.llama,
+               "tokens": li.tokenize("Hello world")}
     else:
         from llamacpp_integrations import Llama
         direct = args.pop("_direct")
@@ -523,6 +532,18 @@ def test_from_pretrained_loads_a_real_gguf_from_the_hub(env: Env, vocab_gguf: Pa
     assert len(result["tokens"]) > 5
     assert result["tokens"] == result["expected"]
     assert result["text"].lstrip() == "Hello world, the quick brown fox"
+
+
+def test_the_adapters_load_from_the_hub_too(env: Env, vocab_gguf: Path) -> None:
+    data = vocab_gguf.read_bytes()
+    env.hub.repos["ggml-org/vocabs"] = Repo({"ggml-vocab-llama-spm.gguf": data})
+    result = env.call(_call="adapters", repo_id="ggml-org/vocabs", filename="*.gguf")
+    assert "error" not in result, result
+    paths = {Path(p) for p in result["paths"]}
+    assert len(paths) == 1 and next(iter(paths)).read_bytes() == data
+    assert result["temperature"] == 0.1  # the other keywords are the adapter's fields
+    assert result["shared"] is True  # one engine for the same file and settings
+    assert len(result["tokens"]) > 1
 
 
 def test_the_readme_example_calls_from_pretrained_with_real_parameters() -> None:

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.language_models.base import LangSmithParams
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from typing_extensions import Self
 
 from .._sampling import SAMPLING_ARGS, settings
 from .._shared import shared_llama
 from ..download import download_model
 from ..errors import InvalidParameterError
+from ..hub import from_hub
 from ..llama import Llama
 
 __all__ = ["LlamaCppFields", "LlamaLoadFields", "SamplingFields", "deadline_of"]
@@ -95,6 +97,15 @@ class LlamaLoadFields(BaseModel):
     """Further ``Llama`` constructor arguments (``flash_attn``, ``type_k``, ``chat_format``...)."""
     verbose: bool = False
     """Show llama.cpp's log (through the ``llamacpp_integrations`` logger)."""
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str, **kwargs: Any) -> Self:
+        """Downloads a GGUF file from the Hugging Face Hub (once; see
+        ``Llama.from_pretrained``) and loads it: ``repo_id`` and ``filename`` (a name or a
+        pattern) choose the file, ``additional_files``, ``local_dir``, ``cache_dir``,
+        ``revision``, ``token`` and ``local_files_only`` go to the download, and every other
+        keyword is a field of this class. Needs the ``hub`` extra."""
+        return from_hub(cls, repo_id, filename, kwargs)
 
     @model_validator(mode="after")
     def _load_client(self) -> LlamaLoadFields:

@@ -9,8 +9,10 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
+from typing_extensions import Self
 
 from .._shared import release, shared_llama
+from ..hub import from_hub
 from ..llama import Llama
 from ..models import default_model_path
 from .download import download_model
@@ -193,6 +195,15 @@ class LlamaCppEmbedding(BaseEmbedding):
             self._shared = share_client
         if self.model_name == "unknown":
             self.model_name = Path(self.model_path).name
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str, **kwargs: Any) -> Self:
+        """Downloads a GGUF file from the Hugging Face Hub (once; see
+        ``Llama.from_pretrained``) and loads it: ``repo_id`` and ``filename`` (a name or a
+        pattern) choose the file, ``additional_files``, ``local_dir``, ``cache_dir``,
+        ``revision``, ``token`` and ``local_files_only`` go to the download, and every other
+        keyword is an argument of this class. Needs the ``hub`` extra."""
+        return from_hub(cls, repo_id, filename, kwargs)
 
     @classmethod
     def class_name(cls) -> str:

@@ -32,11 +32,13 @@ from llama_index.core.constants import (
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.types import BaseOutputParser, PydanticProgramMode
+from typing_extensions import Self
 
 from .._chat import normalize_tool_choice
 from .._params import load_model
 from .._shared import release, shared_llama
 from ..errors import InvalidParameterError
+from ..hub import from_hub
 from ..llama import Llama
 from ..models import default_model_path
 from ._instrument import chat_callback, completion_callback
@@ -304,6 +306,15 @@ class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
             params["n_ctx"] = model.n_ctx_train  # more than the model was trained on: its own
         params["model_path"] = path
         return shared_llama(**params) if share else Llama(**params)
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str, **kwargs: Any) -> Self:
+        """Downloads a GGUF file from the Hugging Face Hub (once; see
+        ``Llama.from_pretrained``) and loads it: ``repo_id`` and ``filename`` (a name or a
+        pattern) choose the file, ``additional_files``, ``local_dir``, ``cache_dir``,
+        ``revision``, ``token`` and ``local_files_only`` go to the download, and every other
+        keyword is an argument of this class. Needs the ``hub`` extra."""
+        return from_hub(cls, repo_id, filename, kwargs)
 
     @classmethod
     def class_name(cls) -> str:

@@ -439,7 +439,10 @@ T = TypeVar("T")
 
 
 def from_hub(cls: Callable[..., T], repo_id: str, filename: str, kwargs: dict[str, Any]) -> T:
-    """``cls(model_path=<the downloaded file>, **kwargs)``, the :data:`HUB_OPTIONS` among
-    ``kwargs`` going to the download: the adapters' ``from_pretrained``."""
+    """The adapters' ``from_pretrained``: downloads a GGUF file from the Hugging Face Hub (once,
+    as :func:`hub_model_path`; ``filename`` may be a pattern) and returns
+    ``cls(model_path=<the file>, **kwargs)``. The :data:`HUB_OPTIONS` among ``kwargs``
+    (``additional_files``, ``local_dir``, ``cache_dir``, ``revision``, ``token``,
+    ``local_files_only``) go to the download, every other keyword to ``cls``."""
     hub = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs}
     return cls(model_path=hub_model_path(repo_id, filename, **hub), **kwargs)

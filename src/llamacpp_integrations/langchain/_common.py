@@ -100,11 +100,7 @@ class LlamaLoadFields(BaseModel):
 
     @classmethod
     def from_pretrained(cls, repo_id: str, filename: str, **kwargs: Any) -> Self:
-        """Downloads a GGUF file from the Hugging Face Hub (once; see
-        ``Llama.from_pretrained``) and loads it: ``repo_id`` and ``filename`` (a name or a
-        pattern) choose the file, ``additional_files``, ``local_dir``, ``cache_dir``,
-        ``revision``, ``token`` and ``local_files_only`` go to the download, and every other
-        keyword is a field of this class. Needs the ``hub`` extra."""
+        """Loads a GGUF file from the Hugging Face Hub (see ``hub.from_hub``)."""
         return from_hub(cls, repo_id, filename, kwargs)
 
     @model_validator(mode="after")

@@ -9,12 +9,11 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
-from typing_extensions import Self
 
-from .._shared import release, shared_llama
-from ..hub import from_hub
+from .._shared import shared_llama
 from ..llama import Llama
 from ..models import default_model_path
+from ._client import ClientMixin
 from .download import download_model
 
 __all__ = ["LlamaCppEmbedding"]
@@ -29,7 +28,7 @@ DEFAULT_EMBED_SEQS = 8
 """Inputs packed into one decode."""
 
 
-class LlamaCppEmbedding(BaseEmbedding):
+class LlamaCppEmbedding(ClientMixin, BaseEmbedding):
     """Text embeddings from a GGUF model running in-process on llama.cpp.
 
     A batch of texts goes through the native engine together: it packs up to ``n_seq_max``
@@ -197,32 +196,8 @@ class LlamaCppEmbedding(BaseEmbedding):
             self.model_name = Path(self.model_path).name
 
     @classmethod
-    def from_pretrained(cls, repo_id: str, filename: str, **kwargs: Any) -> Self:
-        """Downloads a GGUF file from the Hugging Face Hub (once; see
-        ``Llama.from_pretrained``) and loads it: ``repo_id`` and ``filename`` (a name or a
-        pattern) choose the file, ``additional_files``, ``local_dir``, ``cache_dir``,
-        ``revision``, ``token`` and ``local_files_only`` go to the download, and every other
-        keyword is an argument of this class. Needs the ``hub`` extra."""
-        return from_hub(cls, repo_id, filename, kwargs)
-
-    @classmethod
     def class_name(cls) -> str:
         return "LlamaCppEmbedding"
-
-    @property
-    def client(self) -> Llama:
-        """The :class:`~llamacpp_integrations.Llama` engine behind these embeddings."""
-        return self._client
-
-    def close(self) -> None:
-        """Releases the engine (unless it was passed in as ``client``; a shared one closes
-        when its last adapter is closed)."""
-        if self._owns_client:
-            self._owns_client = False
-            if self._shared:
-                release(self._client)
-            else:
-                self._client.close()
 
     def _query(self, query: str) -> str:
         return (self.query_instruction or "") + query

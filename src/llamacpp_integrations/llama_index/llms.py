@@ -32,15 +32,14 @@ from llama_index.core.constants import (
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.types import BaseOutputParser, PydanticProgramMode
-from typing_extensions import Self
 
 from .._chat import normalize_tool_choice
 from .._params import load_model
-from .._shared import release, shared_llama
+from .._shared import shared_llama
 from ..errors import InvalidParameterError
-from ..hub import from_hub
 from ..llama import Llama
 from ..models import default_model_path
+from ._client import ClientMixin
 from ._instrument import chat_callback, completion_callback
 from ._messages import (
     chat_response,
@@ -85,7 +84,7 @@ def _check_generate_kwargs(kwargs: Mapping[str, Any]) -> None:
         )
 
 
-class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
+class LlamaCPP(ClientMixin, StructuredOutputMixin, FunctionCallingLLM):
     """A GGUF model running in-process on llama.cpp, as a LlamaIndex function-calling LLM.
 
     A drop-in replacement for ``llama_index.llms.llama_cpp.LlamaCPP``: the same fields, but
@@ -308,22 +307,8 @@ class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
         return shared_llama(**params) if share else Llama(**params)
 
     @classmethod
-    def from_pretrained(cls, repo_id: str, filename: str, **kwargs: Any) -> Self:
-        """Downloads a GGUF file from the Hugging Face Hub (once; see
-        ``Llama.from_pretrained``) and loads it: ``repo_id`` and ``filename`` (a name or a
-        pattern) choose the file, ``additional_files``, ``local_dir``, ``cache_dir``,
-        ``revision``, ``token`` and ``local_files_only`` go to the download, and every other
-        keyword is an argument of this class. Needs the ``hub`` extra."""
-        return from_hub(cls, repo_id, filename, kwargs)
-
-    @classmethod
     def class_name(cls) -> str:
         return "LlamaCPP"
-
-    @property
-    def client(self) -> Llama:
-        """The :class:`~llamacpp_integrations.Llama` engine behind this LLM."""
-        return self._client
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -335,16 +320,6 @@ class LlamaCPP(StructuredOutputMixin, FunctionCallingLLM):
             is_function_calling_model=True,
             model_name=Path(self.model_path or "").name,
         )
-
-    def close(self) -> None:
-        """Releases the engine (unless it was passed in as ``client``; a shared one closes
-        when its last adapter is closed)."""
-        if self._owns_client:
-            self._owns_client = False
-            if self._shared:
-                release(self._client)
-            else:
-                self._client.close()
 
     # ------------------------------------------------------------------ tokens
 

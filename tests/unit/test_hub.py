@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import http.server
-import importlib.util
 import inspect
 import json
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_source import engine_models_dir
 
 pytest.importorskip("huggingface_hub")
 
@@ -500,15 +500,7 @@ def test_without_huggingface_hub_the_error_names_the_extra(env: Env) -> None:
 @pytest.fixture(scope="module")
 def vocab_gguf() -> Path:
     """llama.cpp's ``ggml-vocab-llama-spm.gguf`` from the pinned engine source."""
-    spec = importlib.util.spec_from_file_location("fetch", ROOT / "third_party/llama.cpp/fetch.py")
-    assert spec is not None and spec.loader is not None
-    fetch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fetch)
-    pin = fetch.load_pin()
-    root = fetch.cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    src = fetch.extract(pin, fetch.download_sdist(pin, root / "sdist"), root)
-    path: Path = Path(src) / "models" / "ggml-vocab-llama-spm.gguf"
+    path: Path = engine_models_dir() / "ggml-vocab-llama-spm.gguf"
     assert path.is_file()
     return path
 

@@ -3,31 +3,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from engine_source import engine_models_dir
 
 from llamacpp_integrations import Llama
 
-ROOT = Path(__file__).resolve().parents[2]
 SEPARATOR = "\n__ggml_vocab_test__\n"
 
 
-def _models_dir() -> Path:
-    spec = importlib.util.spec_from_file_location("fetch", ROOT / "third_party/llama.cpp/fetch.py")
-    assert spec is not None and spec.loader is not None
-    fetch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fetch)
-    pin = fetch.load_pin()
-    root = fetch.cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    src = fetch.extract(pin, fetch.download_sdist(pin, root / "sdist"), root)
-    return Path(src) / "models"
-
-
-MODELS = _models_dir()
+MODELS = engine_models_dir()
 VOCABS = sorted(p.name for p in MODELS.glob("ggml-vocab-*.gguf") if Path(f"{p}.inp").exists())
 
 

@@ -254,3 +254,22 @@ def test_a_prompt_longer_than_its_slot_is_refused_at_submit(model_path: str) -> 
         with pytest.raises(ContextWindowExceededError, match="context window"):
             llm(text_of(llm, 1, 400), max_tokens=4)
         assert busy.response()["usage"]["completion_tokens"] == 64  # type: ignore[index]
+
+
+def test_a_new_request_takes_an_empty_slot_before_an_idle_cache(model_path: str) -> None:
+    """Slots 0 and 2 hold idle conversations, slot 1 generates, slot 3 is empty: a new request
+    goes to slot 3 (even though slots next to the busy one would save llama.cpp a ubatch), so
+    both conversations keep their caches."""
+    with Llama(model_path=model_path, n_ctx=1024, n_seq_max=4) as llm:
+        docs = [text_of(llm, i, 300) for i in range(3)]
+        for d in docs:  # slots 0, 1, 2, in order (empty slots first)
+            llm(d, max_tokens=1)
+        engine = llm._require_engine()
+        assert [len(engine.cached_tokens(i)) > 250 for i in range(4)] == [True] * 3 + [False]
+        busy = llm.submit_completion(docs[1] + " More:", max_tokens=200, ignore_eos=True)
+        llm("A new question with no cached prefix:", max_tokens=2)
+        busy.response()
+        for d in (docs[0], docs[2]):
+            out = llm(d + " Fact", max_tokens=1)
+            cached = out["usage"]["prompt_tokens_details"]["cached_tokens"]  # type: ignore[index]
+            assert cached >= out["usage"]["prompt_tokens"] - 4, out["usage"]  # type: ignore[index]

@@ -221,16 +221,6 @@ void engine::run_exclusive(const std::function<void(llama_context *)> & fn) {
     fut.get();
 }
 
-void engine::sync_slot_after_failure(slot & s) {
-    // After an abort or a fatal error, the ubatches of the failed call that were processed stay in
-    // the cache; s.tokens ends at the last call that succeeded. Make the cache match s.tokens.
-    llama_memory_t mem = llama_get_memory(ctx_.get());
-    if (!llama_memory_seq_rm(mem, s.id, (llama_pos) s.tokens.size(), -1)) {
-        llama_memory_seq_rm(mem, s.id, -1, -1);
-        s.tokens.clear();
-    }
-}
-
 token_logprob engine::logprob_of(int32_t output_index, llama_token token, int32_t top_n) const {
     const float * logits = llama_get_logits_ith(ctx_.get(), output_index);
     const int32_t n_vocab = model_->n_vocab();
@@ -302,19 +292,6 @@ void engine::reset() {
             s.tokens.clear();
         }
     });
-}
-
-size_t engine::kv_used_cells() const {
-    llama_memory_t mem = llama_get_memory(ctx_.get());
-    size_t n = 0;
-    for (const auto & s : slots_) {
-        const llama_pos lo = llama_memory_seq_pos_min(mem, s.id);
-        const llama_pos hi = llama_memory_seq_pos_max(mem, s.id);
-        if (lo >= 0 && hi >= lo) {
-            n += (size_t) (hi - lo + 1);
-        }
-    }
-    return n;
 }
 
 size_t engine::kv_used() {

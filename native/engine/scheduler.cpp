@@ -35,15 +35,6 @@ double ms_since(clock_type::time_point t0) {
 // most tokens one embedding batch holds then (a longer input still goes whole).
 constexpr double kEmbedShare = 0.2;
 
-size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama_token> & b) {
-    const size_t n = std::min(a.size(), b.size());
-    size_t i = 0;
-    while (i < n && a[i] == b[i]) {
-        ++i;
-    }
-    return i;
-}
-
 const char * decode_status_text(int32_t status) {
     switch (status) {
         case 1:  return "no KV cache slot for the batch (the context is full)";
@@ -167,49 +158,6 @@ bool engine::take_work(std::vector<std::unique_ptr<active_request>> & active) {
     return true;
 }
 
-engine::slot * engine::choose_slot(const std::vector<llama_token> & prompt) {
-    // Among free slots: the one with the longest cached prefix, if reusing it keeps at least half
-    // of what that slot holds (a short accidental match, e.g. the same system-prompt opening,
-    // must not wipe another conversation's cache). Otherwise an empty slot, with a KV stream
-    // per slot preferably one next to the busy slots (llama.cpp splits a decode into one ubatch
-    // per run of consecutive sequence ids; measured, a gap costs ~2%, far less than a lost
-    // cache), else the least recently used one.
-    slot * best = nullptr;
-    size_t best_len = 0;
-    slot * fallback = nullptr;
-    int fallback_runs = 0;
-    auto runs_with = [&](const slot & extra) {
-        int runs = 0;
-        bool prev = false;
-        for (const auto & s : slots_) {
-            const bool busy = s.busy || &s == &extra;
-            runs += busy && !prev ? 1 : 0;
-            prev = busy;
-        }
-        return params_.kv_unified ? 0 : runs;
-    };
-    for (auto & s : slots_) {
-        if (s.busy) {
-            continue;
-        }
-        const size_t len = common_prefix(s.tokens, prompt);
-        if (len > 0 && 2 * len >= s.tokens.size() && len > best_len) {
-            best = &s;
-            best_len = len;
-        }
-        const int runs = s.tokens.empty() ? runs_with(s) : 0;
-        const bool better =
-            fallback == nullptr || (s.tokens.empty() && !fallback->tokens.empty()) ||
-            (s.tokens.empty() && fallback->tokens.empty() && runs < fallback_runs) ||
-            (!s.tokens.empty() && !fallback->tokens.empty() && s.last_used < fallback->last_used);
-        if (better) {
-            fallback = &s;
-            fallback_runs = runs;
-        }
-    }
-    return best != nullptr ? best : fallback;
-}
-
 void engine::admit(std::vector<std::unique_ptr<active_request>> & active, std::shared_ptr<request_state> rs) {
     auto a = std::make_unique<active_request>(std::move(rs), ++use_clock_);
     const completion_request & req = a->req();
@@ -250,29 +198,6 @@ void engine::admit(std::vector<std::unique_ptr<active_request>> & active, std::s
         a->res.prompt_logprobs.push_back(std::move(first));
     }
     active.push_back(std::move(a));
-}
-
-size_t engine::make_room(size_t needed) {
-    if (!params_.kv_unified) {
-        return n_ctx_seq_; // each slot has its own stream: idle caches take no one's room
-    }
-    auto used = [&] { return kv_used_cells(); };
-    size_t free_cells = n_ctx_ - std::min<size_t>(n_ctx_, used());
-    while (free_cells < needed) {
-        slot * victim = nullptr;
-        for (auto & s : slots_) {
-            if (!s.busy && !s.tokens.empty() && (victim == nullptr || s.last_used < victim->last_used)) {
-                victim = &s;
-            }
-        }
-        if (victim == nullptr) {
-            break;
-        }
-        llama_memory_seq_rm(llama_get_memory(ctx_.get()), victim->id, -1, -1);
-        victim->tokens.clear();
-        free_cells = n_ctx_ - std::min<size_t>(n_ctx_, used());
-    }
-    return free_cells;
 }
 
 void engine::finish(active_request & a, const std::string & reason) {
@@ -596,10 +521,6 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
     }
     drop(active, done);
 }
-
-} // namespace lci
-
-namespace lci {
 
 void engine::evict_newest(std::vector<std::unique_ptr<active_request>> & active, bool in_batch_only) {
     active_request * newest = nullptr;

@@ -13,7 +13,7 @@ import inspect
 import os
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from ._params import file_identity
@@ -62,14 +62,16 @@ def share_key(kwargs: Mapping[str, Any]) -> Hashable | None:
     return (identity, tuple(parts))
 
 
-def shared_llama(factory: Callable[..., Llama] = Llama, **kwargs: Any) -> Llama:
-    """The process's ``Llama`` for these arguments, created on first use. Each call takes a
-    reference that :func:`release` gives back."""
+def shared_llama(share: bool = True, **kwargs: Any) -> Llama:
+    """The process's ``Llama`` for these arguments, created on first use; each call takes a
+    reference that :func:`release` gives back. ``share=False``: a ``Llama`` of its own."""
+    if not share:
+        return Llama(**kwargs)
     key = share_key(kwargs)
     with _lock:
         llm = _llamas.get(key) if key is not None else None
         if llm is None or llm._closed:
-            llm = factory(**kwargs)
+            llm = Llama(**kwargs)
             if key is not None:
                 _llamas[key] = llm
         _users[llm] = _users.get(llm, 0) + 1

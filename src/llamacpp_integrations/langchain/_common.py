@@ -111,7 +111,7 @@ class LlamaLoadFields(BaseModel):
             if not self.model_path:
                 raise ValueError("pass model_path (a GGUF file), model_url or client (a Llama)")
             kwargs = self.llama_kwargs()
-            self.client = shared_llama(**kwargs) if self.share_client else Llama(**kwargs)
+            self.client = shared_llama(self.share_client, **kwargs)
         return self
 
     def llama_kwargs(self) -> dict[str, Any]:

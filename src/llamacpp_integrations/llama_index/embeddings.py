@@ -189,7 +189,7 @@ class LlamaCppEmbedding(ClientMixin, BaseEmbedding):
             }
             params.update(self.model_kwargs)
             params["model_path"] = self.model_path
-            self._client = shared_llama(**params) if share_client else Llama(**params)
+            self._client = shared_llama(share_client, **params)
             self._owns_client = True
             self._shared = share_client
         if self.model_name == "unknown":

@@ -299,7 +299,7 @@ class LlamaCPP(ClientMixin, ToolCallingMixin, StructuredOutputMixin, FunctionCal
         if "n_ctx" not in self.model_kwargs and 0 < model.n_ctx_train < self.context_window:
             params["n_ctx"] = model.n_ctx_train  # more than the model was trained on: its own
         params["model_path"] = path
-        return shared_llama(**params) if share else Llama(**params)
+        return shared_llama(share, **params)
 
     @classmethod
     def class_name(cls) -> str:

@@ -86,7 +86,10 @@ void init_engine(nb::module_ & m) {
         .def_ro("prompt_n", &lci::timings::prompt_n)
         .def_ro("eval_n", &lci::timings::eval_n)
         .def_ro("decode_ms", &lci::timings::decode_ms, "Part of eval_ms spent inside llama_decode.")
-        .def_ro("sample_ms", &lci::timings::sample_ms, "Part of eval_ms spent in the sampler chain.");
+        .def_ro("sample_ms", &lci::timings::sample_ms, "Part of eval_ms spent in the sampler chain.")
+        .def_ro("draft_n", &lci::timings::draft_n, "Speculative decoding: drafted tokens verified.")
+        .def_ro("draft_accepted_n", &lci::timings::draft_accepted_n,
+                "Speculative decoding: drafted tokens accepted (tokens that cost no decode of their own).");
 
     nb::class_<lci::completion_result>(m, "CompletionResult")
         .def_ro("text", &lci::completion_result::text)
@@ -127,7 +130,9 @@ void init_engine(nb::module_ & m) {
              [](py_engine * self, std::shared_ptr<lci::model> model, uint32_t n_ctx, uint32_t n_batch,
                 uint32_t n_ubatch, uint32_t n_seq_max, int32_t n_threads, int32_t n_threads_batch,
                 int32_t flash_attn, int32_t type_k, int32_t type_v, bool embeddings, bool offload_kqv,
-                float rope_freq_base, float rope_freq_scale, bool kv_unified) {
+                float rope_freq_base, float rope_freq_scale, bool kv_unified, std::string speculative,
+                std::shared_ptr<lci::model> draft_model, int32_t draft_max, int32_t draft_min, int32_t ngram_size,
+                int32_t ngram_min_hits, bool draft_always) {
                  lci::context_params p;
                  p.n_ctx = n_ctx;
                  p.n_batch = n_batch;
@@ -143,17 +148,30 @@ void init_engine(nb::module_ & m) {
                  p.rope_freq_base = rope_freq_base;
                  p.rope_freq_scale = rope_freq_scale;
                  p.kv_unified = kv_unified;
+                 p.speculative.type = std::move(speculative);
+                 p.speculative.draft_model = std::move(draft_model);
+                 p.speculative.draft_max = draft_max;
+                 p.speculative.draft_min = draft_min;
+                 p.speculative.ngram_size = ngram_size;
+                 p.speculative.ngram_min_hits = ngram_min_hits;
+                 p.speculative.always = draft_always;
                  new (self) py_engine(std::move(model), p);
              },
              nb::arg("model"), nb::kw_only(), nb::arg("n_ctx") = 512, nb::arg("n_batch") = 512,
              nb::arg("n_ubatch") = 512, nb::arg("n_seq_max") = 1, nb::arg("n_threads") = -1,
              nb::arg("n_threads_batch") = -1, nb::arg("flash_attn") = -1, nb::arg("type_k") = -1,
              nb::arg("type_v") = -1, nb::arg("embeddings") = false, nb::arg("offload_kqv") = true,
-             nb::arg("rope_freq_base") = 0.0f, nb::arg("rope_freq_scale") = 0.0f, nb::arg("kv_unified") = false)
+             nb::arg("rope_freq_base") = 0.0f, nb::arg("rope_freq_scale") = 0.0f, nb::arg("kv_unified") = false,
+             nb::arg("speculative") = "none", nb::arg("draft_model").none() = nb::none(), nb::arg("draft_max") = 16,
+             nb::arg("draft_min") = 0, nb::arg("ngram_size") = 3, nb::arg("ngram_min_hits") = 1, nb::arg("draft_always") = false,
+             "speculative: none, an n-gram kind (ngram, ngram-simple, ngram-map-k, ngram-map-k4v, ngram-mod, "
+             "ngram-cache) or draft (with draft_model, a model sharing this one's vocabulary); draft_max and "
+             "draft_min bound each draft; ngram_size is the n-gram length looked up, ngram_min_hits how often a "
+             "key must occur (map kinds); draft_always verifies every draft instead of those worth their cost.")
         .def("submit",
              [](py_engine & self, std::vector<llama_token> prompt, const lci::sampling_params & sampling,
                 int32_t max_tokens, std::vector<std::string> stop, int32_t logprobs, bool prompt_logprobs,
-                bool stream, bool ignore_eos, int32_t debug_fail_at) {
+                bool stream, bool ignore_eos, bool speculative, int32_t debug_fail_at) {
                  lci::completion_request req;
                  req.prompt = std::move(prompt);
                  req.sampling = sampling;
@@ -163,6 +181,7 @@ void init_engine(nb::module_ & m) {
                  req.prompt_logprobs = prompt_logprobs;
                  req.stream = stream;
                  req.ignore_eos = ignore_eos;
+                 req.speculative = speculative;
                  req.debug_fail_at = debug_fail_at;
                  nb::gil_scoped_release release;
                  return self.get().submit(std::move(req));
@@ -170,7 +189,7 @@ void init_engine(nb::module_ & m) {
              nb::arg("prompt"), nb::arg("sampling"), nb::kw_only(), nb::arg("max_tokens") = 16,
              nb::arg("stop") = std::vector<std::string>{}, nb::arg("logprobs") = -1,
              nb::arg("prompt_logprobs") = false, nb::arg("stream") = false, nb::arg("ignore_eos") = false,
-             nb::arg("debug_fail_at") = -1,
+             nb::arg("speculative") = true, nb::arg("debug_fail_at") = -1,
              "Validates and queues a completion; raises before queuing when something is wrong. "
              "debug_fail_at (tests only): the sampler throws after that many tokens.")
         .def("submit_chat",
@@ -179,7 +198,7 @@ void init_engine(nb::module_ & m) {
                 bool parallel_tool_calls, std::string json_schema, bool json_object, std::string grammar,
                 bool enable_thinking, bool parse_reasoning, std::map<std::string, std::string> template_kwargs,
                 int32_t max_tokens, std::vector<std::string> stop, int32_t logprobs, bool stream, bool ignore_eos,
-                int32_t debug_fail_at) {
+                bool speculative, int32_t debug_fail_at) {
                  lci::chat_request chat = make_chat_request(
                      std::move(messages_json), std::move(tools_json), std::move(tool_choice), parallel_tool_calls,
                      std::move(json_schema), json_object, std::move(grammar), true, enable_thinking, parse_reasoning,
@@ -191,6 +210,7 @@ void init_engine(nb::module_ & m) {
                  req.logprobs = logprobs;
                  req.stream = stream;
                  req.ignore_eos = ignore_eos;
+                 req.speculative = speculative;
                  req.debug_fail_at = debug_fail_at;
                  nb::gil_scoped_release release;
                  return self.get().submit_chat(templates, chat, std::move(req));
@@ -201,7 +221,7 @@ void init_engine(nb::module_ & m) {
              nb::arg("enable_thinking") = true, nb::arg("parse_reasoning") = true,
              nb::arg("template_kwargs") = std::map<std::string, std::string>{}, nb::arg("max_tokens") = 16,
              nb::arg("stop") = std::vector<std::string>{}, nb::arg("logprobs") = -1, nb::arg("stream") = false,
-             nb::arg("ignore_eos") = false, nb::arg("debug_fail_at") = -1,
+             nb::arg("ignore_eos") = false, nb::arg("speculative") = true, nb::arg("debug_fail_at") = -1,
              "Renders, tokenizes and queues a chat request whole; the result carries the parsed message "
              "and, when streaming, each event the deltas of the message. Raises before queuing when "
              "something is wrong.")
@@ -245,6 +265,8 @@ void init_engine(nb::module_ & m) {
         .def_prop_ro("n_batch", [](py_engine & self) { return self.get().n_batch(); })
         .def_prop_ro("n_seq_max", [](py_engine & self) { return self.get().n_seq_max(); })
         .def_prop_ro("kv_unified", [](py_engine & self) { return self.get().kv_unified(); })
+        .def_prop_ro("speculative", [](py_engine & self) { return self.get().speculative().type; })
+        .def_prop_ro("draft_max", [](py_engine & self) { return self.get().speculative().draft_max; })
         .def_prop_ro("n_threads", [](py_engine & self) { return self.get().n_threads(); })
         .def_prop_ro("n_threads_batch", [](py_engine & self) { return self.get().n_threads_batch(); });
 

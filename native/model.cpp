@@ -1,6 +1,7 @@
 // Model: loading (with progress and cancellation), vocabulary and metadata.
 #include "bindings.h"
 
+#include "drafts.h"
 #include "model.h"
 
 #include <nanobind/stl/map.h>
@@ -119,6 +120,10 @@ void init_model(nb::module_ & m) {
         .def_prop_ro("vocab_only", [](const lci::model & self) { return self.params().vocab_only; })
         .def_prop_ro("path", [](const lci::model & self) { return self.params().path; })
         .def("metadata", &lci::model::metadata, "The GGUF key/value pairs, values as strings.")
+        .def("vocab_mismatch", [](const lci::model & self, const lci::model & other) { return lci::vocab_mismatch(self, other); },
+             nb::arg("other"),
+             "Why other cannot draft for this model (a differing tokenizer type, size, token text, BOS or "
+             "EOS), or '' when its vocabulary matches.")
         .def("chat_template", &lci::model::chat_template, nb::arg("name") = "",
              "The GGUF's chat template (a named one if name is given); '' when there is none.");
 

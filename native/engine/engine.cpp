@@ -104,6 +104,19 @@ engine::engine(std::shared_ptr<model> m, const context_params & p) : model_(std:
     n_ctx_seq_ = llama_n_ctx_seq(ctx_.get());
     n_batch_   = llama_n_batch(ctx_.get());
     n_seq_max_ = llama_n_seq_max(ctx_.get());
+    if (p.speculative.type != "none" || p.speculative.draft_model) {
+        if (llama_model_is_recurrent(model_->get()) || llama_model_is_hybrid(model_->get())) {
+            throw invalid_argument_error("speculative decoding needs a KV cache whose last cells can be removed; "
+                                         "this model's memory is recurrent, so use speculative=None");
+        }
+        drafter_ = drafter_make(*model_, p.speculative, n_seq_max_, n_ctx_seq_, n_batch_, n_threads_);
+        if (!p.speculative.always) {
+            // what a verification of k drafted tokens costs on this machine (the worker is not
+            // running yet, so the context is idle)
+            cost_.calibrate(ctx_.get(), 0,
+                            (int32_t) std::min<uint32_t>({n_batch_, n_ctx_seq_, (uint32_t) p.speculative.draft_max + 1}));
+        }
+    }
     batch_     = llama_batch_init((int32_t) n_batch_, 0, 1);
     for (uint32_t i = 0; i < n_seq_max_; ++i) {
         slots_.push_back(slot{(llama_seq_id) i, {}});

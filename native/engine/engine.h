@@ -18,6 +18,7 @@
 #pragma once
 
 #include "chat_templates.h"
+#include "drafts.h"
 #include "errors.h"
 #include "model.h"
 #include "sampler.h"
@@ -61,6 +62,8 @@ struct context_params {
     bool     kv_unified      = false;
     float    rope_freq_base  = 0.0f; // 0: from the model
     float    rope_freq_scale = 0.0f;
+    // speculative decoding (drafts.h): how the generating requests draft
+    speculative_params speculative;
 };
 
 struct top_logprob {
@@ -86,6 +89,7 @@ struct completion_request {
     bool prompt_logprobs = false; // also report logprobs of the prompt tokens (echo)
     bool stream = false;      // deliver text as it becomes final
     bool ignore_eos = false;
+    bool speculative = true;  // false: this request never drafts, whatever the engine's setting
     // A chat request: the reply is parsed into a message (and into deltas when streaming).
     std::shared_ptr<const chat_prompt> chat;
     // Test hook: the sampler throws once this many tokens were generated (< 0: never).
@@ -99,6 +103,8 @@ struct timings {
     int32_t eval_n = 0;   // tokens generated
     double decode_ms = 0.0; // of eval_ms: time inside llama_decode
     double sample_ms = 0.0; // of eval_ms: time in the sampler chain
+    int32_t draft_n = 0;          // speculative decoding: drafted tokens verified
+    int32_t draft_accepted_n = 0; // of those, accepted (each one a token without a decode of its own)
 };
 
 struct completion_result {
@@ -214,6 +220,7 @@ public:
     uint32_t n_batch() const { return n_batch_; }
     uint32_t n_seq_max() const { return n_seq_max_; }
     bool kv_unified() const { return params_.kv_unified; }
+    const speculative_params & speculative() const { return params_.speculative; }
     // The most tokens one embedding input may have.
     uint32_t n_embed_max() const;
     int32_t n_threads() const { return n_threads_; }
@@ -270,6 +277,13 @@ private:
     static void drop(std::vector<std::unique_ptr<active_request>> & active, const std::vector<active_request *> & done);
     // Handles a sampled token; returns false when the request finished.
     bool accept_token(active_request & a, llama_token tok, int32_t output_index);
+    // Speculative decoding: drafts for the generating requests of this step, at most `budget`
+    // tokens in all; then, after the decode, a's verification (samples each position, accepts
+    // the agreeing prefix, removes the rest's KV cells). Returns false when a finished.
+    void plan_drafts(std::vector<std::unique_ptr<active_request>> & active, size_t budget);
+    bool verify_draft(active_request & a, int32_t first_index);
+    // A token sampled without a verified draft, compared with the request's unverified draft.
+    void check_shadow(active_request & a, llama_token tok);
     void finish(active_request & a, const std::string & reason);
     void finish_result(active_request & a, const std::string & reason);
     // Frees KV cells by dropping the caches of idle slots (least recently used first) until
@@ -286,6 +300,8 @@ private:
     uint32_t n_ctx_ = 0, n_ctx_seq_ = 0, n_batch_ = 0, n_seq_max_ = 1;
     int32_t n_threads_ = 0, n_threads_batch_ = 0;
     context_params params_;
+    std::unique_ptr<drafter> drafter_; // speculative decoding; null when off
+    decode_cost cost_;                 // what the rows of a verification cost (measured at start)
     llama_context_ptr embd_ctx_; // created by the first embed()
     uint32_t embd_seqs_ = 0;
     double embed_credit_ms_ = 0.0; // worker only: < 0 while embeddings wait for generation

@@ -57,6 +57,10 @@ void on_log(enum ggml_log_level level, const char * text, void * /*user_data*/) 
 
 } // namespace
 
+void log_message(int level, const std::string & line) {
+    deliver(level, line);
+}
+
 void log_capture_append(int level, const std::string & line) {
     if (t_capture != nullptr && level >= GGML_LOG_LEVEL_WARN) {
         if (!t_capture->lines_.empty()) {

@@ -35,6 +35,10 @@ double ms_since(clock_type::time_point t0) {
 // most tokens one embedding batch holds then (a longer input still goes whole).
 constexpr double kEmbedShare = 0.2;
 
+// A draft the policy does not verify is still asked for, this long, and compared with what the
+// request samples next (the drafts of the n-gram kinds cost no decode).
+constexpr int64_t kShadowDraft = 8;
+
 const char * decode_status_text(int32_t status) {
     switch (status) {
         case 1:  return "no KV cache slot for the batch (the context is full)";
@@ -55,6 +59,13 @@ struct active_request {
     int32_t first_index = -1;   // this step: batch index of the request's first token
     int32_t n_in_batch = 0;     // this step: how many of its tokens are in the batch
     uint64_t admitted = 0;      // admission order (the newest gives way when the context is full)
+    // speculative decoding: this step's draft (decoded after next_token) and how long a draft is
+    // worth verifying
+    std::vector<llama_token> draft;
+    draft_policy policy;
+    // a draft not worth verifying, checked against the tokens sampled next (shadow_hits so far)
+    std::vector<llama_token> shadow;
+    size_t shadow_hits = 0;
     text_stream out;
     std::unique_ptr<chat_stream> parser; // a streamed chat reply: deltas as it grows
     std::string streamed;                 // the final text the parser has seen
@@ -67,6 +78,7 @@ struct active_request {
             parser = std::make_unique<chat_stream>(rs->req_.chat);
         }
     }
+    bool drafts() const { return rs->req_.speculative; }
     const completion_request & req() const { return rs->req_; }
 };
 
@@ -294,6 +306,98 @@ bool engine::accept_token(active_request & a, llama_token tok, int32_t idx) {
     return true;
 }
 
+void engine::plan_drafts(std::vector<std::unique_ptr<active_request>> & active, size_t budget) {
+    const speculative_params & sp = params_.speculative;
+    std::vector<draft_request> requests;
+    std::vector<active_request *> drafting;
+    const int32_t n_generating =
+        (int32_t) std::count_if(active.begin(), active.end(), [](const auto & a) { return a->generating; });
+    std::vector<bool> shadows; // per drafting request: not to be verified
+    for (auto & a : active) {
+        a->draft.clear();
+        if (!a->generating || !a->drafts() || !a->shadow.empty()) {
+            continue;
+        }
+        const completion_request & req = a->req();
+        // next_token is counted already; each accepted draft token is one more, and so is the
+        // token sampled after the last accepted one
+        const int64_t left = req.max_tokens < 0 ? std::numeric_limits<int64_t>::max()
+                                                : (int64_t) req.max_tokens - a->res.n_completion;
+        const int64_t room = (int64_t) n_ctx_seq_ - (int64_t) a->s->tokens.size() - 1; // after next_token
+        const int64_t limit = std::min<int64_t>({(int64_t) sp.draft_max, left - 1, room});
+        if (limit < std::max(1, sp.draft_min)) {
+            continue;
+        }
+        int32_t n_max = sp.always ? (int32_t) limit : a->policy.choose((int32_t) limit, cost_, n_generating);
+        const bool shadow = n_max < std::max(1, sp.draft_min);
+        if (shadow) {
+            n_max = (int32_t) std::min<int64_t>(limit, kShadowDraft);
+        }
+        requests.push_back(draft_request{a->s->id, &a->s->tokens, a->next_token, n_max, &a->draft});
+        drafting.push_back(a.get());
+        shadows.push_back(shadow);
+    }
+    if (requests.empty()) {
+        return;
+    }
+    drafter_->draft(requests);
+    for (size_t i = 0; i < drafting.size(); ++i) {
+        active_request * a = drafting[i];
+        if (shadows[i]) {
+            a->shadow.swap(a->draft);
+            a->shadow_hits = 0;
+            continue;
+        }
+        if ((int32_t) a->draft.size() < sp.draft_min) {
+            a->draft.clear();
+        }
+        a->draft.resize(std::min(a->draft.size(), budget));
+        budget -= a->draft.size();
+    }
+}
+
+void engine::check_shadow(active_request & a, llama_token tok) {
+    if (a.shadow.empty()) {
+        return;
+    }
+    if (tok == a.shadow[a.shadow_hits] && ++a.shadow_hits < a.shadow.size()) {
+        return; // right so far
+    }
+    drafter_->accept(a.s->id, (int32_t) a.shadow_hits);
+    a.policy.update((int32_t) a.shadow.size(), (int32_t) a.shadow_hits);
+    a.shadow.clear();
+}
+
+bool engine::verify_draft(active_request & a, int32_t idx) {
+    const completion_request & req = a.req();
+    const size_t n_draft = a.draft.size();
+    size_t n_accepted = 0;
+    bool alive = true;
+    for (;;) {
+        if (req.debug_fail_at >= 0 && a.res.n_completion >= req.debug_fail_at) {
+            throw std::runtime_error("the sampler failed (test hook: debug_fail_at=" + std::to_string(req.debug_fail_at) + ")");
+        }
+        const auto t_sample = clock_type::now();
+        const llama_token tok = sample(*a.rs, idx);
+        a.res.time.sample_ms += ms_since(t_sample);
+        alive = accept_token(a, tok, idx);
+        if (!alive || n_accepted == n_draft || tok != a.draft[n_accepted]) {
+            break;
+        }
+        a.s->tokens.push_back(tok); // the draft token's cell holds its KV already
+        ++n_accepted;
+        ++idx;
+    }
+    // the cells of the draft tokens after the accepted ones
+    llama_memory_seq_rm(llama_get_memory(ctx_.get()), a.s->id, (llama_pos) a.s->tokens.size(), -1);
+    a.res.time.draft_n += (int32_t) n_draft;
+    a.res.time.draft_accepted_n += (int32_t) n_accepted;
+    drafter_->accept(a.s->id, (int32_t) n_accepted);
+    a.policy.update((int32_t) n_draft, (int32_t) n_accepted);
+    a.draft.clear();
+    return alive;
+}
+
 void engine::step(std::vector<std::unique_ptr<active_request>> & active) {
     // cancelled requests end now, freeing their slots
     std::vector<active_request *> done;
@@ -348,11 +452,17 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
     if (wanted == 0) {
         return;
     }
+    if (generating && drafter_) {
+        // drafts use only what is left of the batch and, with one shared pool, cells that are
+        // free without dropping an idle cache; with a stream per slot, each slot's own room
+        const size_t spare_cells = params_.kv_unified ? n_ctx_ - std::min<size_t>(n_ctx_, kv_used_cells() + wanted) : n_batch_;
+        plan_drafts(active, std::min<size_t>(n_batch_ - std::min<size_t>(n_batch_, wanted), spare_cells));
+    }
     size_t free_cells = 0;
     if (!params_.kv_unified) {
         // each slot has a stream of n_ctx_seq cells: a prompt fits its slot (submit checked
         // it), and a generating request ends with "length" before its slot is full
-        free_cells = generating ? wanted : n_ctx_seq_ - std::min<size_t>(n_ctx_seq_, only->s->tokens.size());
+        free_cells = generating ? n_batch_ : n_ctx_seq_ - std::min<size_t>(n_ctx_seq_, only->s->tokens.size());
     } else {
         free_cells = make_room(std::min<size_t>(wanted, n_batch_));
     }
@@ -385,8 +495,15 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
         }
         a->first_index = batch_.n_tokens;
         if (generating) {
-            a->n_in_batch = 1;
-            batch_add(batch_, a->next_token, (llama_pos) a->s->tokens.size(), a->s->id, true);
+            const llama_pos pos = (llama_pos) a->s->tokens.size();
+            if (a->draft.size() + 1 > budget) {
+                a->draft.clear();
+            }
+            a->n_in_batch = 1 + (int32_t) a->draft.size();
+            batch_add(batch_, a->next_token, pos, a->s->id, true);
+            for (size_t k = 0; k < a->draft.size(); ++k) {
+                batch_add(batch_, a->draft[k], pos + 1 + (llama_pos) k, a->s->id, true);
+            }
         } else {
             const auto & prompt = a->req().prompt;
             const size_t n = std::min(budget, prompt.size() - a->n_done);
@@ -476,6 +593,12 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
             if (generating) {
                 a->s->tokens.push_back(a->next_token);
                 a->res.time.decode_ms += decode_ms;
+                if (!a->draft.empty()) {
+                    if (!verify_draft(*a, idx)) {
+                        done.push_back(a.get());
+                    }
+                    continue;
+                }
             } else {
                 const size_t n = (size_t) a->n_in_batch;
                 a->s->tokens.insert(a->s->tokens.end(), req.prompt.begin() + (ptrdiff_t) a->n_done,
@@ -494,6 +617,9 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
                     continue; // more prompt next step
                 }
                 a->generating = true;
+                if (drafter_ && a->drafts()) {
+                    drafter_->begin(a->s->id, a->s->tokens);
+                }
                 a->res.time.prompt_ms = ms_since(a->t_start);
                 a->res.time.prompt_n = (int32_t) (a->n_done - (size_t) a->res.n_cached);
                 a->t_eval = clock_type::now();
@@ -510,6 +636,9 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
             const auto t_sample = clock_type::now();
             const llama_token tok = sample(*a->rs, idx);
             a->res.time.sample_ms += ms_since(t_sample);
+            if (generating && drafter_) {
+                check_shadow(*a, tok);
+            }
             if (!accept_token(*a, tok, idx)) {
                 done.push_back(a.get());
             }

@@ -188,6 +188,11 @@ def usage_of(result: _core.CompletionResult) -> Usage:
         "completion_tokens": result.n_completion,
         "total_tokens": result.n_prompt + result.n_completion,
         "prompt_tokens_details": {"cached_tokens": result.n_cached},
+        # OpenAI's names for predicted-output tokens: here, speculative decoding's drafts
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": result.timings.draft_accepted_n,
+            "rejected_prediction_tokens": result.timings.draft_n - result.timings.draft_accepted_n,
+        },
     }
 
 
@@ -204,6 +209,8 @@ def timings_of(result: _core.CompletionResult) -> Timings:
         "predicted_per_second": t.eval_n / t.eval_ms * 1e3 if t.eval_ms > 0 else 0.0,
         "decode_ms": t.decode_ms,
         "sample_ms": t.sample_ms,
+        "draft_n": t.draft_n,
+        "draft_n_accepted": t.draft_accepted_n,
     }
 
 

@@ -94,6 +94,11 @@ class Model:
     def metadata(self) -> dict[str, str]:
         """The GGUF key/value pairs, values as strings."""
 
+    def vocab_mismatch(self, other: Model) -> str:
+        """
+        Why other cannot draft for this model (a differing tokenizer type, size, token text, BOS or EOS), or '' when its vocabulary matches.
+        """
+
     def chat_template(self, name: str = "") -> str:
         """
         The GGUF's chat template (a named one if name is given); '' when there is none.
@@ -270,6 +275,16 @@ class Timings:
     def sample_ms(self) -> float:
         """Part of eval_ms spent in the sampler chain."""
 
+    @property
+    def draft_n(self) -> int:
+        """Speculative decoding: drafted tokens verified."""
+
+    @property
+    def draft_accepted_n(self) -> int:
+        """
+        Speculative decoding: drafted tokens accepted (tokens that cost no decode of their own).
+        """
+
 class CompletionResult:
     @property
     def text(self) -> str: ...
@@ -361,7 +376,18 @@ class Engine:
         rope_freq_base: float = 0.0,
         rope_freq_scale: float = 0.0,
         kv_unified: bool = False,
-    ) -> None: ...
+        speculative: str = "none",
+        draft_model: Model | None = None,
+        draft_max: int = 16,
+        draft_min: int = 0,
+        ngram_size: int = 3,
+        ngram_min_hits: int = 1,
+        draft_always: bool = False,
+    ) -> None:
+        """
+        speculative: none, an n-gram kind (ngram, ngram-simple, ngram-map-k, ngram-map-k4v, ngram-mod, ngram-cache) or draft (with draft_model, a model sharing this one's vocabulary); draft_max and draft_min bound each draft; ngram_size is the n-gram length looked up, ngram_min_hits how often a key must occur (map kinds); draft_always verifies every draft instead of those worth their cost.
+        """
+
     def submit(
         self,
         prompt: Sequence[int],
@@ -373,6 +399,7 @@ class Engine:
         prompt_logprobs: bool = False,
         stream: bool = False,
         ignore_eos: bool = False,
+        speculative: bool = True,
         debug_fail_at: int = -1,
     ) -> Request:
         """
@@ -399,6 +426,7 @@ class Engine:
         logprobs: int = -1,
         stream: bool = False,
         ignore_eos: bool = False,
+        speculative: bool = True,
         debug_fail_at: int = -1,
     ) -> Request:
         """
@@ -440,6 +468,10 @@ class Engine:
     def n_seq_max(self) -> int: ...
     @property
     def kv_unified(self) -> bool: ...
+    @property
+    def speculative(self) -> str: ...
+    @property
+    def draft_max(self) -> int: ...
     @property
     def n_threads(self) -> int: ...
     @property

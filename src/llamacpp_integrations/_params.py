@@ -143,3 +143,25 @@ def enable_verbose_logging() -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+
+
+SPECULATIVE_TYPES = ("none", "ngram", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod",
+                     "ngram-cache", "draft")  # fmt: skip
+
+
+def speculative_type(speculative: str | None, draft_model_path: object) -> str:
+    """The engine's speculative setting: None is "none", or "draft" when there is a draft model."""
+    if speculative is None:
+        return "none" if draft_model_path is None else "draft"
+    if not isinstance(speculative, str) or speculative not in SPECULATIVE_TYPES:
+        known = ", ".join(repr(t) for t in SPECULATIVE_TYPES)
+        raise InvalidParameterError(
+            f"speculative must be None or one of {known}, got {speculative!r}"
+        )
+    if draft_model_path is not None and speculative != "draft":
+        raise InvalidParameterError(
+            f"draft_model_path drafts with speculative='draft', not {speculative!r}"
+        )
+    if draft_model_path is None and speculative == "draft":
+        raise InvalidParameterError("speculative='draft' needs draft_model_path")
+    return speculative

@@ -30,6 +30,7 @@ from ._params import (
     load_model,
     max_tokens_limit,
     sampling_values,
+    speculative_type,
     stop_list,
 )
 from ._sampling import SamplingOptions, native_sampling, with_sampling
@@ -97,6 +98,34 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
             less memory for many slots, and one request may use the whole pool, but every decode
             attends over all cached cells, and idle slots' caches are dropped (least recently
             used first) when the pool fills.
+        speculative: Speculative decoding: each generating request drafts the tokens likely to
+            come next, and one decode verifies the whole draft (the request's own sampler samples
+            every position and keeps the draft while it agrees), so greedy output is unchanged
+            and sampled output keeps its distribution. ``"ngram"`` drafts from n-grams of the
+            request's own prompt and output (RAG answers quoting their context, extraction,
+            edits, tool arguments repeating the user); llama.cpp's n-gram kinds by name
+            (``"ngram-simple"``, ``"ngram-map-k"``, ``"ngram-map-k4v"``, ``"ngram-mod"``,
+            ``"ngram-cache"``); ``"draft"`` with ``draft_model_path`` (the default when one is
+            given). None (the default otherwise): off. A draft is verified only when its
+            expected yield beats its cost, weighed with the cost of a decode of more rows
+            measured when the engine starts: on a 2-core CPU a second row costs nearly a whole
+            decode, so drafts pay only while a request copies long runs
+            (``benchmarks/bench_speculative.py``); on a GPU rows are nearly free. Greedy output
+            equals non-speculative output while the context holds fewer than 256 tokens; beyond,
+            llama.cpp's CPU attention sums one-token and several-token decodes in different
+            orders, so near-tied greedy choices can differ. ``timings`` report ``draft_n`` and
+            ``draft_n_accepted``, ``usage`` the accepted and rejected prediction tokens.
+        draft_model_path: A small GGUF sharing this model's vocabulary, used to draft (a
+            different vocabulary raises ``InvalidParameterError``).
+        draft_n_gpu_layers: The draft model's GPU layers; None: as ``n_gpu_layers``.
+        draft_max: The longest draft, in tokens.
+        draft_min: Drafts shorter than this are not verified.
+        draft_ngram_size: n-gram kinds: how many tokens of the history must match before the
+            tokens that followed them are drafted.
+        draft_ngram_min_hits: ``"ngram-map-k"``/``"ngram-map-k4v"``: how often an n-gram must
+            have occurred before it drafts.
+        draft_always: Verify every draft the drafter proposes (as llama-server does) instead of
+            only those whose expected yield beats their cost.
         chat_format: Name of a llama.cpp built-in chat template for chat completions.
         chat_template: A Jinja chat template overriding the GGUF's own.
         progress_callback: Called with the load progress in [0, 1]; return False to cancel.
@@ -134,6 +163,14 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         lora_base: str | os.PathLike[str] | None = None,
         n_seq_max: int = 8,
         kv_unified: bool = False,
+        speculative: str | None = None,
+        draft_model_path: str | os.PathLike[str] | None = None,
+        draft_n_gpu_layers: int | None = None,
+        draft_max: int = 16,
+        draft_min: int = 0,
+        draft_ngram_size: int = 3,
+        draft_ngram_min_hits: int = 1,
+        draft_always: bool = False,
         chat_format: str | None = None,
         chat_template: str | None = None,
         progress_callback: Callable[[float], bool | None] | None = None,
@@ -178,6 +215,24 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         )
         self._engine: _core.Engine | None = None
         if not vocab_only:
+            spec = speculative_type(speculative, draft_model_path)
+            draft_model = None
+            if draft_model_path is not None:
+                # the vocabulary first: a draft for another tokenizer fails before its weights load
+                why = self._model.vocab_mismatch(load_model(draft_model_path, vocab_only=True))
+                if why:
+                    raise InvalidParameterError(
+                        f"draft model {os.fspath(draft_model_path)!r} cannot draft for "
+                        f"{self.model_path!r}: {why}; a draft model must share the model's "
+                        "vocabulary"
+                    )
+                draft_model = load_model(
+                    draft_model_path,
+                    n_gpu_layers=n_gpu_layers if draft_n_gpu_layers is None else draft_n_gpu_layers,
+                    main_gpu=main_gpu,
+                    use_mmap=use_mmap,
+                    use_mlock=use_mlock,
+                )
             self._engine = _core.Engine(
                 self._model,
                 n_ctx=n_ctx,
@@ -194,6 +249,13 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
                 rope_freq_base=float(rope_freq_base),
                 rope_freq_scale=float(rope_freq_scale),
                 kv_unified=bool(kv_unified),
+                speculative=spec,
+                draft_model=draft_model,
+                draft_max=check_int(draft_max, "draft_max", 1),
+                draft_min=check_int(draft_min, "draft_min", 0),
+                ngram_size=check_int(draft_ngram_size, "draft_ngram_size", 1),
+                ngram_min_hits=check_int(draft_ngram_min_hits, "draft_ngram_min_hits", 1),
+                draft_always=bool(draft_always),
             )
         self._n_ctx_requested = n_ctx
         self._chat_templates: _core.ChatTemplates | None = None

@@ -48,11 +48,20 @@ class PromptTokensDetails(TypedDict):
     cached_tokens: int
 
 
+class CompletionTokensDetails(TypedDict):
+    """Tokens of the completion that speculative decoding drafted: accepted ones cost no decode
+    of their own, rejected ones were verified in vain (OpenAI's predicted-output fields)."""
+
+    accepted_prediction_tokens: int
+    rejected_prediction_tokens: int
+
+
 class Usage(TypedDict):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails
 
 
 class Timings(TypedDict):
@@ -67,6 +76,8 @@ class Timings(TypedDict):
     predicted_per_second: float
     decode_ms: float
     sample_ms: float
+    draft_n: int
+    draft_n_accepted: int
 
 
 class CompletionResponse(TypedDict):

@@ -124,6 +124,9 @@ class Serving:
                     "chat_format": cfg.chat_format,
                     "chat_template": cfg.chat_template,
                     "embedding": cfg.embedding,
+                    "speculative": cfg.speculative or s.speculative,
+                    "draft_model_path": cfg.draft_model_path,
+                    "draft_max": cfg.draft_max or s.draft_max,
                     "verbose": s.verbose,
                 }
                 if cfg.n_batch:
@@ -453,10 +456,15 @@ async def _merged_chunks(
 def _sum_usage(usages: Sequence[dict[str, Any]]) -> dict[str, Any]:
     prompt = sum(int(u["prompt_tokens"]) for u in usages)
     completion = sum(int(u["completion_tokens"]) for u in usages)
-    cached = sum(int(u.get("prompt_tokens_details", {}).get("cached_tokens", 0)) for u in usages)
+    cached = sum(int(u["prompt_tokens_details"]["cached_tokens"]) for u in usages)
+    details = [u["completion_tokens_details"] for u in usages]
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {
+            key: sum(int(d[key]) for d in details)
+            for key in ("accepted_prediction_tokens", "rejected_prediction_tokens")
+        },
     }

@@ -37,6 +37,11 @@ class ModelConfig(BaseModel):
     embedding: bool = False
     """Load as an embedding model (its context outputs embeddings)."""
     n_batch: int | None = Field(default=None, ge=1)
+    speculative: str | None = None
+    """Speculative decoding: an n-gram kind ("ngram", ...) or "draft"; default: the server's."""
+    draft_model_path: str | None = None
+    """A draft GGUF sharing the model's vocabulary (speculative "draft")."""
+    draft_max: int | None = Field(default=None, ge=1)
 
 
 def _split(value: Any) -> Any:
@@ -83,6 +88,11 @@ class ServerSettings(BaseSettings):
     n_threads: int | None = Field(default=None, ge=1)
     n_gpu_layers: int = 0
     flash_attn: bool | None = None
+    speculative: str | None = None
+    """Speculative decoding for every model: "ngram" (drafts from n-grams of each request's own
+    prompt and output), another of llama.cpp's n-gram kinds, or none."""
+    draft_max: int = Field(default=16, ge=1)
+    """The longest draft, in tokens."""
     verbose: bool = False
     models: list[ModelConfig] = Field(default_factory=list)
     """From the config file only."""

@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Speculative decoding: generation speed with n-gram drafts, ours against no speculation and
+against llama.cpp's llama-server with the same kind and sizes, in one script, on the default
+model and the same thread count.
+
+Four workloads, greedy, up to 256 generated tokens per request, three prompts each:
+- ``rag``: an answer that quotes the passage it was given;
+- ``json``: extraction of a record's fields (which appear in the document) as JSON;
+- ``rewrite``: a paragraph rewritten with a few words changed;
+- ``story``: free-form story writing (nothing to copy).
+
+For each mode (ours: no speculation, then each n-gram kind; llama-server: each kind), the
+generation speed is generated tokens over generation time (``timings.predicted_ms`` on both
+sides; prompt processing excluded), summed over a workload's prompts, in alternating rounds,
+medians. Our greedy output with speculation is checked against ours without, prompt by prompt.
+Then 4 concurrent requests of the copy-heavy mix on one 4-slot engine: aggregate tokens per
+second of wall time, with and without speculation.
+
+Usage::
+
+    python benchmarks/build_reference.py           # once: builds llama-server
+    python benchmarks/bench_speculative.py         # nothing else busy; ~10 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NamedTuple
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER = REPO / ".bench" / "llama.cpp-build" / "bin" / "llama-server"
+MAX_TOKENS = 256
+KINDS = ("ngram", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache")
+DRAFT_MAX = 16
+NGRAM_SIZE = 3
+
+PASSAGES = [
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is "
+    "named after the engineer Gustave Eiffel, whose company designed and built the tower from 1887 "
+    'to 1889. Locally nicknamed "La dame de fer" (French for "Iron Lady"), it was constructed '
+    "as the centerpiece of the 1889 World's Fair. It was the tallest man-made structure in the "
+    "world until the Chrysler Building in New York City was finished in 1930.",
+    "Photosynthesis is the process by which green plants, algae and some bacteria convert light "
+    "energy into chemical energy. During photosynthesis, light energy is captured by chlorophyll "
+    "and used to convert water and carbon dioxide into glucose and oxygen. The oxygen is released "
+    "into the air, and the glucose is stored in the plant as starch or used for energy.",
+    "The Great Wall of China is a series of fortifications that were built across the historical "
+    "northern borders of ancient Chinese states. Several walls were built from as early as the 7th "
+    "century BC, and the best-known sections were built by the Ming dynasty between 1368 and "
+    "1644. The total length of all sections is estimated at 21,196 kilometres.",
+]
+RECORDS = [
+    "Invoice 4471 was issued on 12 March 2024 by Northwind Traders, 221 Baker Street, London, to "
+    "Contoso Ltd, 18 Harbour Road, Dublin. Contact: Maria Gonzalez, maria.gonzalez@contoso.com, "
+    "phone +353 1 555 0199. Amount due: 1,250.00 EUR by 11 April 2024.",
+    "Order 99812 was placed on 3 June 2023 by Alice Johnson, 742 Evergreen Terrace, Springfield, "
+    "for two Acme Rocket Skates and one Acme Giant Magnet. Email: alice.johnson@example.org, phone "
+    "+1 555 0142. Total: 389.97 USD, shipped by express courier.",
+    "Patient record: John Smith, born 14 February 1980, 55 Elm Street, Boston. Blood type O "
+    "positive. Allergies: penicillin and peanuts. Primary physician: Dr. Emily Carter, "
+    "emily.carter@bostonhealth.org, phone +1 617 555 0100.",
+]
+STORIES = ["a lighthouse keeper who finds a message in a bottle", "a red fox in a snowy forest",
+           "a robot learning to paint"]  # fmt: skip
+
+
+SYSTEM_RAG = "Answer from the context. Quote the context's sentences word for word."
+ASK_RAG = "Question: What does the context say? Quote it."
+ASK_JSON = (
+    "Extract every name, address, email, phone number, date and amount from the document as a "
+    "JSON object, copying the values exactly."
+)
+ASK_REWRITE = (
+    'Rewrite this paragraph exactly, word for word, but write "famous" before the first noun:'
+)
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def workloads() -> dict[str, list[list[dict[str, str]]]]:
+    return {
+        "rag": [
+            [{"role": "system", "content": SYSTEM_RAG}, user(f"Context:\n{p}\n\n{ASK_RAG}")]
+            for p in PASSAGES
+        ],
+        "json": [[user(f"Document:\n{r}\n\n{ASK_JSON}")] for r in RECORDS],
+        "rewrite": [[user(f"{ASK_REWRITE}\n\n{p}")] for p in PASSAGES],
+        "story": [[user(f"Write a long story about {s}.")] for s in STORIES],
+    }
+
+
+class Row(NamedTuple):
+    """One request: generated tokens, generation time, text, drafted and accepted tokens."""
+
+    n: int
+    ms: float
+    text: str
+    drafted: int
+    accepted: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_spec_args(kind: str) -> list[str]:
+    """llama-server flags giving `kind` the sizes ours uses."""
+    n, m = str(NGRAM_SIZE), str(DRAFT_MAX)
+    if kind in ("ngram", "ngram-simple"):
+        return [
+            "--spec-type",
+            "ngram-simple",
+            "--spec-ngram-simple-size-n",
+            n,
+            "--spec-ngram-simple-size-m",
+            m,
+        ]
+    if kind in ("ngram-map-k", "ngram-map-k4v"):
+        return ["--spec-type", kind, f"--spec-{kind}-size-n", n, f"--spec-{kind}-size-m", m]
+    if kind == "ngram-mod":
+        return ["--spec-type", kind, "--spec-ngram-mod-n-match", n, "--spec-ngram-mod-n-max", m,
+                "--spec-ngram-mod-n-min", "0"]  # fmt: skip
+    return ["--spec-type", kind]
+
+
+class Server:
+    def __init__(self, model: str, threads: int, kind: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [str(SERVER), "-m", model, "-np", "1", "-c", "4096", "-t", str(threads),
+             "-tb", str(threads), "-fa", "on", "--host", "127.0.0.1", "--port", str(self.port),
+             "--no-webui", *server_spec_args(kind)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"llama-server did not start with {kind}")
+
+    def chat(self, msgs: list[dict[str, str]]) -> Row:
+        body = {"messages": msgs, "max_tokens": MAX_TOKENS, "temperature": 0}
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=600) as r:
+            out = json.load(r)
+        t = out["timings"]
+        text = out["choices"][0]["message"]["content"]
+        return Row(
+            t["predicted_n"],
+            t["predicted_ms"],
+            text,
+            t.get("draft_n", 0),
+            t.get("draft_n_accepted", 0),
+        )
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def ours_chat(llm: Any, msgs: list[dict[str, str]]) -> Row:
+    out = llm.create_chat_completion(msgs, max_tokens=MAX_TOKENS, temperature=0)
+    t = out["timings"]
+    text = out["choices"][0]["message"]["content"] or ""
+    return Row(t["predicted_n"], t["predicted_ms"], text, t["draft_n"], t["draft_n_accepted"])
+
+
+def single_stream(model: str, threads: int, rounds: int, with_server: bool) -> dict[str, Any]:
+    from llamacpp_integrations import Llama
+
+    work = workloads()
+    ours = {
+        kind: Llama(model, n_ctx=4096, n_seq_max=1, n_threads=threads,
+                    speculative=None if kind == "none" else kind,
+                    draft_max=DRAFT_MAX, draft_ngram_size=NGRAM_SIZE)
+        for kind in ("none", *KINDS)
+    }  # fmt: skip
+    servers = {kind: Server(model, threads, kind) for kind in KINDS[1:]} if with_server else {}
+    calls: dict[str, Callable[[list[dict[str, str]]], Row]] = {
+        **{f"ours {k}": (lambda m, llm=llm: ours_chat(llm, m)) for k, llm in ours.items()},
+        **{f"server {k}": srv.chat for k, srv in servers.items()},
+    }
+    try:
+        for call in calls.values():  # warm-up: page in the weights, build the graphs
+            call(work["story"][0])
+        # rows[mode][workload][prompt] = one Row per round; modes alternate per prompt
+        rows: dict[str, dict[str, list[list[Row]]]] = {
+            mode: {name: [[] for _ in prompts] for name, prompts in work.items()} for mode in calls
+        }
+        modes = list(calls)
+        for rnd in range(rounds):
+            for name, prompts in work.items():
+                for i, msgs in enumerate(prompts):
+                    for mode in modes if (rnd + i) % 2 == 0 else modes[::-1]:
+                        rows[mode][name][i].append(calls[mode](msgs))
+            print(f"  round {rnd + 1} of {rounds} done", file=sys.stderr, flush=True)
+    finally:
+        for srv in servers.values():
+            srv.close()
+        for llm in ours.values():
+            llm.close()
+    return rows
+
+
+def concurrent(model: str, threads: int, rounds: int) -> dict[str, list[float]]:
+    from llamacpp_integrations import Llama
+
+    work = workloads()
+    mix = [work["rag"][0], work["json"][0], work["rewrite"][0], work["rag"][1]]
+    engines = {
+        kind: Llama(model, n_ctx=4096, n_seq_max=4, n_threads=threads,
+                    speculative=None if kind == "none" else kind,
+                    draft_max=DRAFT_MAX, draft_ngram_size=NGRAM_SIZE)
+        for kind in ("none", "ngram")
+    }  # fmt: skip
+    for llm in engines.values():
+        llm.create_chat_completion(mix[0], max_tokens=8, temperature=0)
+    out: dict[str, list[float]] = {}
+    for rnd in range(rounds):
+        for kind in ("none", "ngram") if rnd % 2 == 0 else ("ngram", "none"):
+            llm = engines[kind]
+            llm.reset()
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(len(mix)) as pool:
+                results = list(pool.map(lambda m: ours_chat(llm, m), mix))  # noqa: B023
+            wall = time.perf_counter() - t0
+            out.setdefault(kind, []).append(sum(r.n for r in results) / wall)
+    for llm in engines.values():
+        llm.close()
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def report(rows: dict[str, Any], conc: dict[str, list[float]], rounds: int, threads: int) -> None:
+    names = list(workloads())
+
+    def speed(mode: str, name: str) -> float:
+        """Median over rounds of the workload's tokens / generation time."""
+        per_round = zip(*rows[mode][name], strict=True)
+        return median([sum(r.n for r in rs) / sum(r.ms for r in rs) * 1e3 for rs in per_round])
+
+    print(
+        f"\nGeneration tokens/s (default model, {threads} threads, greedy, up to {MAX_TOKENS} "
+        f"tokens, 3 prompts per workload, draft_max {DRAFT_MAX}, n-gram size {NGRAM_SIZE}; medians "
+        f"of {rounds} rounds, the modes alternating per prompt)"
+    )
+    print("| mode | " + " | ".join(names) + " | accepted/drafted | greedy = ours none |")
+    print("| --- | " + " | ".join("---" for _ in names) + " | --- | --- |")
+    base = {n: speed("ours none", n) for n in names}
+    for mode in rows:
+        cells = []
+        for n in names:
+            v = speed(mode, n)
+            cells.append(f"{v:.1f}" if mode == "ours none" else f"{v:.1f} ({v / base[n]:.2f}x)")
+        last = [r[-1] for n in names for r in rows[mode][n]]
+        ref = [r[-1] for n in names for r in rows["ours none"][n]]
+        drafted, accepted = sum(r.drafted for r in last), sum(r.accepted for r in last)
+        acc = f"{accepted}/{drafted}" if drafted else "-"
+        same = sum(a.text == b.text for a, b in zip(last, ref, strict=True))
+        print(f"| {mode} | " + " | ".join(cells) + f" | {acc} | {same}/{len(last)} |")
+    servers = [m for m in rows if m.startswith("server ")]
+    if servers:
+        print("\nOurs over llama-server, same kind and sizes (tokens/s ratio):")
+        print("| kind | " + " | ".join(names) + " |")
+        print("| --- | " + " | ".join("---" for _ in names) + " |")
+        for mode in servers:
+            kind = mode.split(" ", 1)[1]
+            ratios = [speed(f"ours {kind}", n) / speed(mode, n) for n in names]
+            print(f"| {kind} | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
+    if conc:
+        none, ngram = median(conc["none"]), median(conc["ngram"])
+        print(
+            "\n4 concurrent requests (rag, json, rewrite, rag), one 4-slot engine, aggregate "
+            f"tokens/s of wall time: none {none:.1f}, ngram {ngram:.1f} ({ngram / none:.2f}x)"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--model", help="GGUF path (default: the package's default model)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-server", action="store_true", help="skip llama-server")
+    ap.add_argument("--no-concurrent", action="store_true")
+    args = ap.parse_args()
+    from llamacpp_integrations.models import default_model_path
+
+    model = args.model or str(default_model_path())
+    with_server = not args.no_server
+    if with_server and not SERVER.exists():
+        print(
+            f"{SERVER} is missing (python benchmarks/build_reference.py); running without it",
+            file=sys.stderr,
+        )
+        with_server = False
+    rows = single_stream(model, args.threads, args.rounds, with_server)
+    conc = {} if args.no_concurrent else concurrent(model, args.threads, args.rounds)
+    report(rows, conc, args.rounds, args.threads)
+
+
+if __name__ == "__main__":
+    main()

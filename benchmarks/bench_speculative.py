@@ -9,17 +9,19 @@ Four workloads, greedy, up to 256 generated tokens per request, three prompts ea
 - ``rewrite``: a paragraph rewritten with a few words changed;
 - ``story``: free-form story writing (nothing to copy).
 
-For each mode (ours: no speculation, then each n-gram kind; llama-server: each kind), the
-generation speed is generated tokens over generation time (``timings.predicted_ms`` on both
-sides; prompt processing excluded), summed over a workload's prompts, in alternating rounds,
-medians. Our greedy output with speculation is checked against ours without, prompt by prompt.
-Then 4 concurrent requests of the copy-heavy mix on one 4-slot engine: aggregate tokens per
-second of wall time, with and without speculation.
+Modes: ours without speculation; ours with ``speculative="ngram"`` and the default cost policy
+(a draft is verified only when its expected yield beats its cost); ours verifying every draft
+(``draft_always=True``) with each n-gram kind; llama-server with each kind (it verifies every
+draft), the same sizes. Generation speed is generated tokens over generation time
+(``timings.predicted_ms`` on both sides; prompt processing excluded), summed over a workload's
+prompts; the modes alternate per prompt, rounds repeat, medians. Our greedy output with
+speculation is checked against ours without, prompt by prompt. Then 4 concurrent requests of the
+copy-heavy mix on one 4-slot engine: aggregate tokens per second of wall time.
 
 Usage::
 
     python benchmarks/build_reference.py           # once: builds llama-server
-    python benchmarks/bench_speculative.py         # nothing else busy; ~10 minutes on 2 cores
+    python benchmarks/bench_speculative.py         # nothing else busy; ~20 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -187,16 +189,20 @@ def ours_chat(llm: Any, msgs: list[dict[str, str]]) -> Row:
     return Row(t["predicted_n"], t["predicted_ms"], text, t["draft_n"], t["draft_n_accepted"])
 
 
-def single_stream(model: str, threads: int, rounds: int, with_server: bool) -> dict[str, Any]:
+def ours_llama(
+    model: str, threads: int, kind: str | None, always: bool = False, seqs: int = 1
+) -> Any:
     from llamacpp_integrations import Llama
 
+    return Llama(model, n_ctx=4096, n_seq_max=seqs, n_threads=threads, speculative=kind,
+                 draft_max=DRAFT_MAX, draft_ngram_size=NGRAM_SIZE, draft_always=always)  # fmt: skip
+
+
+def single_stream(model: str, threads: int, rounds: int, with_server: bool) -> dict[str, Any]:
     work = workloads()
-    ours = {
-        kind: Llama(model, n_ctx=4096, n_seq_max=1, n_threads=threads,
-                    speculative=None if kind == "none" else kind,
-                    draft_max=DRAFT_MAX, draft_ngram_size=NGRAM_SIZE)
-        for kind in ("none", *KINDS)
-    }  # fmt: skip
+    ours = {"none": ours_llama(model, threads, None), "ngram": ours_llama(model, threads, "ngram")}
+    for kind in KINDS[1:]:
+        ours[f"{kind} always"] = ours_llama(model, threads, kind, always=True)
     servers = {kind: Server(model, threads, kind) for kind in KINDS[1:]} if with_server else {}
     calls: dict[str, Callable[[list[dict[str, str]]], Row]] = {
         **{f"ours {k}": (lambda m, llm=llm: ours_chat(llm, m)) for k, llm in ours.items()},
@@ -225,21 +231,18 @@ def single_stream(model: str, threads: int, rounds: int, with_server: bool) -> d
 
 
 def concurrent(model: str, threads: int, rounds: int) -> dict[str, list[float]]:
-    from llamacpp_integrations import Llama
-
     work = workloads()
     mix = [work["rag"][0], work["json"][0], work["rewrite"][0], work["rag"][1]]
     engines = {
-        kind: Llama(model, n_ctx=4096, n_seq_max=4, n_threads=threads,
-                    speculative=None if kind == "none" else kind,
-                    draft_max=DRAFT_MAX, draft_ngram_size=NGRAM_SIZE)
-        for kind in ("none", "ngram")
-    }  # fmt: skip
+        "none": ours_llama(model, threads, None, seqs=4),
+        "ngram": ours_llama(model, threads, "ngram", seqs=4),
+        "ngram always": ours_llama(model, threads, "ngram", always=True, seqs=4),
+    }
     for llm in engines.values():
         llm.create_chat_completion(mix[0], max_tokens=8, temperature=0)
     out: dict[str, list[float]] = {}
     for rnd in range(rounds):
-        for kind in ("none", "ngram") if rnd % 2 == 0 else ("ngram", "none"):
+        for kind in list(engines) if rnd % 2 == 0 else list(engines)[::-1]:
             llm = engines[kind]
             llm.reset()
             t0 = time.perf_counter()
@@ -285,18 +288,23 @@ def report(rows: dict[str, Any], conc: dict[str, list[float]], rounds: int, thre
         print(f"| {mode} | " + " | ".join(cells) + f" | {acc} | {same}/{len(last)} |")
     servers = [m for m in rows if m.startswith("server ")]
     if servers:
-        print("\nOurs over llama-server, same kind and sizes (tokens/s ratio):")
+        print(
+            "\nOurs over llama-server, same kind and sizes, every draft verified (tokens/s ratio):"
+        )
         print("| kind | " + " | ".join(names) + " |")
         print("| --- | " + " | ".join("---" for _ in names) + " |")
         for mode in servers:
             kind = mode.split(" ", 1)[1]
-            ratios = [speed(f"ours {kind}", n) / speed(mode, n) for n in names]
+            ratios = [speed(f"ours {kind} always", n) / speed(mode, n) for n in names]
             print(f"| {kind} | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
     if conc:
-        none, ngram = median(conc["none"]), median(conc["ngram"])
+        none = median(conc["none"])
+        cells = [
+            f"{k} {median(v):.1f} ({median(v) / none:.2f}x)" for k, v in conc.items() if k != "none"
+        ]
         print(
             "\n4 concurrent requests (rag, json, rewrite, rag), one 4-slot engine, aggregate "
-            f"tokens/s of wall time: none {none:.1f}, ngram {ngram:.1f} ({ngram / none:.2f}x)"
+            f"tokens/s of wall time: none {none:.1f}, " + ", ".join(cells)
         )
 
 

@@ -211,25 +211,29 @@ const std::vector<std::pair<std::string, common_speculative_type>> & ngram_kinds
 
 } // namespace
 
-int32_t draft_policy::choose(int32_t n_max, const decode_cost & cost, int32_t base_rows) const {
-    const double t0 = cost.time(base_rows);
+int32_t draft_policy::choose(int32_t n_max, const decode_cost & cost, int32_t & rows, double & tokens) const {
+    const double t0 = cost.time(rows);
     if (n_max <= 0 || t0 <= 0.0) {
         return 0;
     }
     int32_t best_k = 0;
-    double best = 1.0; // no draft: one token per decode of relative time 1
-    double expected = 1.0, reach = 1.0;
+    double best = tokens / t0; // no draft
+    double expected = 0.0, reach = 1.0;
     for (int32_t k = 1; k <= n_max; ++k) {
         // the rule of succession: after r right tokens in a row, the next is right with
         // probability (r + 1) / (r + 2)
         const double r = (double) run_ + k - 1;
         reach *= (r + 1.0) / (r + 2.0);
         expected += reach;
-        const double rate = expected * t0 / cost.time(base_rows + k);
+        const double rate = (tokens + expected) / cost.time(rows + k);
         if (rate > best) {
             best = rate;
             best_k = k;
         }
+    }
+    if (best_k > 0) {
+        rows += best_k;
+        tokens = best * cost.time(rows);
     }
     return best_k;
 }

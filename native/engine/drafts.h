@@ -75,14 +75,17 @@ private:
 // After r right draft tokens in a row the policy takes the next to be right with probability
 // (r + 1) / (r + 2) (Laplace's rule of succession), so a draft of k tokens yields an expected
 // 1 + p1 + p1 p2 + ... tokens for a decode of k more rows (decode_cost), and it picks the k that
-// maximises tokens per unit of decode time, or no draft when none beats one token per plain
-// decode. The run counts drafts that were verified and drafts that were not (the scheduler
+// maximises the step's tokens per unit of decode time, or no draft when none beats the step
+// without it. The run counts drafts that were verified and drafts that were not (the scheduler
 // compares those with the tokens the request goes on to sample, which costs no decode), so a
 // request that stopped drafting starts again when its text turns to copying.
 class draft_policy {
 public:
-    // n_max: the longest draft allowed now; base_rows: this step's rows without drafts.
-    int32_t choose(int32_t n_max, const decode_cost & cost, int32_t base_rows) const;
+    // n_max: the longest draft allowed now. rows: the step's rows so far (one per generating
+    // request, plus the drafts chosen for others); tokens: what the step is expected to yield
+    // so far. Picks the k that maximises the whole step's expected tokens per unit of decode
+    // time (a draft's rows slow every request of the step), and adds its rows and tokens.
+    int32_t choose(int32_t n_max, const decode_cost & cost, int32_t & rows, double & tokens) const;
     // After a draft was checked: `drafted` tokens, the first `accepted` of them right.
     void update(int32_t drafted, int32_t accepted);
 

@@ -310,8 +310,9 @@ void engine::plan_drafts(std::vector<std::unique_ptr<active_request>> & active, 
     const speculative_params & sp = params_.speculative;
     std::vector<draft_request> requests;
     std::vector<active_request *> drafting;
-    const int32_t n_generating =
-        (int32_t) std::count_if(active.begin(), active.end(), [](const auto & a) { return a->generating; });
+    // the step so far: a row and a token per generating request; drafts add to both
+    int32_t rows = (int32_t) std::count_if(active.begin(), active.end(), [](const auto & a) { return a->generating; });
+    double tokens = rows;
     std::vector<bool> shadows; // per drafting request: not to be verified
     for (auto & a : active) {
         a->draft.clear();
@@ -328,7 +329,7 @@ void engine::plan_drafts(std::vector<std::unique_ptr<active_request>> & active, 
         if (limit < std::max(1, sp.draft_min)) {
             continue;
         }
-        int32_t n_max = sp.always ? (int32_t) limit : a->policy.choose((int32_t) limit, cost_, n_generating);
+        int32_t n_max = sp.always ? (int32_t) limit : a->policy.choose((int32_t) limit, cost_, rows, tokens);
         const bool shadow = n_max < std::max(1, sp.draft_min);
         if (shadow) {
             n_max = (int32_t) std::min<int64_t>(limit, kShadowDraft);

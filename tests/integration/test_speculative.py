@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 from chat_data import WEATHER
 from engine_source import engine_models_dir
+from test_server import Server
 
 from llamacpp_integrations import InvalidParameterError, Llama
 
@@ -157,6 +159,20 @@ def test_grammar_and_tool_calls_with_drafts(plain: Llama, spec: Llama) -> None:
     assert isinstance(json.loads(call["arguments"]), dict)
 
 
+def test_logprobs_and_stop_strings_with_drafts(plain: Llama, spec: Llama) -> None:
+    for messages in workload("rewrite")[4:8]:
+        kwargs: dict[str, Any] = {"logprobs": True, "top_logprobs": 2}
+        got, want = chat(spec, messages, **kwargs), chat(plain, messages, **kwargs)
+        assert got["choices"][0]["logprobs"] == want["choices"][0]["logprobs"]
+        assert got["timings"]["draft_n_accepted"] > 0
+        # a stop string inside an accepted draft ends the reply there, as without drafts
+        words = text(want).split()
+        stop = " ".join(words[6:8])
+        got, want = chat(spec, messages, stop=[stop]), chat(plain, messages, stop=[stop])
+        assert text(got) == text(want) and stop not in text(got)
+        assert got["choices"][0]["finish_reason"] == "stop"
+
+
 def test_cancel_mid_draft_frees_the_slot_and_its_cells(spec: Llama) -> None:
     messages = workload("rewrite")[0]
     stream = chat(spec, messages, stream=True, max_tokens=400, ignore_eos=True)
@@ -260,3 +276,18 @@ def test_every_ngram_kind_keeps_greedy_output(plain: Llama, model_path: str, kin
     ) as llm:
         for messages in workload("rewrite")[:4]:
             assert text(chat(llm, messages)) == text(chat(plain, messages))
+
+
+def test_the_server_drafts_and_reports_prediction_tokens(model_path: str, plain: Llama) -> None:
+    server = Server(["--model", model_path, "--n-ctx", "512", "--n-seq-max", "2",
+                     "--speculative", "ngram", "--draft-always"])  # fmt: skip
+    try:
+        messages = workload("rewrite")[2]
+        body = {"messages": messages, "max_tokens": 48, "temperature": 0}
+        out = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120).json()
+        details = out["usage"]["completion_tokens_details"]
+        assert details["accepted_prediction_tokens"] > 0
+        assert details["rejected_prediction_tokens"] >= 0
+        assert out["choices"][0]["message"]["content"] == text(chat(plain, messages))
+    finally:
+        server.stop()

@@ -127,6 +127,7 @@ class Serving:
                     "speculative": cfg.speculative or s.speculative,
                     "draft_model_path": cfg.draft_model_path,
                     "draft_max": cfg.draft_max or s.draft_max,
+                    "draft_always": s.draft_always,
                     "verbose": s.verbose,
                 }
                 if cfg.n_batch:

@@ -93,6 +93,8 @@ class ServerSettings(BaseSettings):
     prompt and output), another of llama.cpp's n-gram kinds, or none."""
     draft_max: int = Field(default=16, ge=1)
     """The longest draft, in tokens."""
+    draft_always: bool = False
+    """Verify every draft (as llama-server does) instead of only those worth their cost."""
     verbose: bool = False
     models: list[ModelConfig] = Field(default_factory=list)
     """From the config file only."""

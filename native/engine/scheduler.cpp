@@ -306,6 +306,14 @@ bool engine::accept_token(active_request & a, llama_token tok, int32_t idx) {
     return true;
 }
 
+// The test hook of completion_request::debug_fail_at: the sampler "fails" there.
+static void debug_fail_hook(const active_request & a) {
+    const int32_t at = a.req().debug_fail_at;
+    if (at >= 0 && a.res.n_completion >= at) {
+        throw std::runtime_error("the sampler failed (test hook: debug_fail_at=" + std::to_string(at) + ")");
+    }
+}
+
 void engine::plan_drafts(std::vector<std::unique_ptr<active_request>> & active, size_t budget) {
     const speculative_params & sp = params_.speculative;
     std::vector<draft_request> requests;
@@ -370,14 +378,11 @@ void engine::check_shadow(active_request & a, llama_token tok) {
 }
 
 bool engine::verify_draft(active_request & a, int32_t idx) {
-    const completion_request & req = a.req();
     const size_t n_draft = a.draft.size();
     size_t n_accepted = 0;
     bool alive = true;
     for (;;) {
-        if (req.debug_fail_at >= 0 && a.res.n_completion >= req.debug_fail_at) {
-            throw std::runtime_error("the sampler failed (test hook: debug_fail_at=" + std::to_string(req.debug_fail_at) + ")");
-        }
+        debug_fail_hook(a);
         const auto t_sample = clock_type::now();
         const llama_token tok = sample(*a.rs, idx);
         a.res.time.sample_ms += ms_since(t_sample);
@@ -630,10 +635,7 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
                     continue;
                 }
             }
-            if (req.debug_fail_at >= 0 && a->res.n_completion >= req.debug_fail_at) {
-                throw std::runtime_error("the sampler failed (test hook: debug_fail_at=" +
-                                         std::to_string(req.debug_fail_at) + ")");
-            }
+            debug_fail_hook(*a);
             const auto t_sample = clock_type::now();
             const llama_token tok = sample(*a->rs, idx);
             a->res.time.sample_ms += ms_since(t_sample);

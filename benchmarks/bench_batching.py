@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -72,13 +72,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: str, threads: int, n_parallel: int, n_ctx_slot: int) -> None:
-        """llama-server with a KV stream per slot (its non-unified layout), n_ctx_slot each."""
+    def __init__(
+        self, model: str, threads: int, n_parallel: int, n_ctx_slot: int, extra: Sequence[str] = ()
+    ) -> None:
+        """llama-server with a KV stream per slot (its non-unified layout), n_ctx_slot each;
+        ``extra``: more flags."""
         self.port = free_port()
         self.proc = subprocess.Popen(
             [str(SERVER), "-m", model, "-np", str(n_parallel), "-c", str(n_ctx_slot * n_parallel),
              "-t", str(threads), "-tb", str(threads), "-fa", "on", "--host", "127.0.0.1",
-             "--port", str(self.port), "--no-webui"],
+             "--port", str(self.port), "--no-webui", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.time() + 120

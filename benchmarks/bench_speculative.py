@@ -28,19 +28,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, NamedTuple
 
-REPO = Path(__file__).resolve().parent.parent
-SERVER = REPO / ".bench" / "llama.cpp-build" / "bin" / "llama-server"
+import bench_batching
+
+SERVER = bench_batching.SERVER
 MAX_TOKENS = 256
 KINDS = ("ngram", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache")
 DRAFT_MAX = 16
@@ -113,12 +111,6 @@ class Row(NamedTuple):
     accepted: int
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server_spec_args(kind: str) -> list[str]:
     """llama-server flags giving `kind` the sizes ours uses."""
     n, m = str(NGRAM_SIZE), str(DRAFT_MAX)
@@ -139,24 +131,11 @@ def server_spec_args(kind: str) -> list[str]:
     return ["--spec-type", kind]
 
 
-class Server:
+class Server(bench_batching.Server):
+    """llama-server, one slot of 4096 tokens, drafting with `kind`."""
+
     def __init__(self, model: str, threads: int, kind: str) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [str(SERVER), "-m", model, "-np", "1", "-c", "4096", "-t", str(threads),
-             "-tb", str(threads), "-fa", "on", "--host", "127.0.0.1", "--port", str(self.port),
-             "--no-webui", *server_spec_args(kind)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"llama-server did not start with {kind}")
+        super().__init__(model, threads, 1, 4096, extra=tuple(server_spec_args(kind)))
 
     def chat(self, msgs: list[dict[str, str]]) -> Row:
         body = {"messages": msgs, "max_tokens": MAX_TOKENS, "temperature": 0}
@@ -176,10 +155,6 @@ class Server:
             t.get("draft_n", 0),
             t.get("draft_n_accepted", 0),
         )
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 def ours_chat(llm: Any, msgs: list[dict[str, str]]) -> Row:

@@ -7,9 +7,14 @@
 #include "generic_tools.h"
 
 #include "json-schema-to-grammar.h" // common/
+#include "jinja/lexer.h"              // common/
+#include "jinja/parser.h"
+#include "jinja/runtime.h"
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <random>
 #include <set>
 
@@ -291,6 +296,93 @@ std::string fallback_format(const model & m) {
     return "chatml";
 }
 
+// A template whose macros call themselves, directly or through each other, recurses without
+// bound in llama.cpp's Jinja runtime (no depth limit) until the C++ stack overflows and the
+// process dies. A GGUF's template is untrusted input, so such a template is refused at load:
+// the macro call graph (calls by name inside macro bodies) must have no cycle.
+void check_macro_recursion(const std::string & src, const std::string & what) {
+    jinja::program prog;
+    try {
+        jinja::lexer lx;
+        prog = jinja::parse_from_tokens(lx.tokenize(src));
+    } catch (const std::exception &) {
+        return; // llama.cpp's own parse reports the syntax errors
+    }
+    std::map<std::string, std::set<std::string>> calls; // macro -> macros its body calls
+    std::vector<std::string> inside;                     // the macro bodies being walked
+    jinja::context ctx;
+    ctx.visitor = [&](bool leaf, const jinja::statement * node, std::vector<jinja::visitor_pair> children) {
+        if (leaf) {
+            return;
+        }
+        std::string macro;
+        if (const auto * m = dynamic_cast<const jinja::macro_statement *>(node)) {
+            if (const auto * id = dynamic_cast<const jinja::identifier *>(m->name.get())) {
+                macro = id->val;
+                calls[macro];
+            }
+        } else if (const auto * c = dynamic_cast<const jinja::call_expression *>(node)) {
+            const auto * id = dynamic_cast<const jinja::identifier *>(c->callee.get());
+            if (id != nullptr && !inside.empty()) {
+                calls[inside.back()].insert(id->val);
+            }
+        }
+        if (!macro.empty()) {
+            inside.push_back(macro);
+        }
+        for (auto & [label, nodes] : children) {
+            for (const auto * child : nodes) {
+                if (child != nullptr) {
+                    child->visit(ctx);
+                }
+            }
+        }
+        if (!macro.empty()) {
+            inside.pop_back();
+        }
+    };
+    for (const auto & stmt : prog.body) {
+        stmt->visit(ctx);
+    }
+    // a depth-first search for a cycle among the macros
+    std::map<std::string, int> state; // 1: on the path, 2: done
+    std::vector<std::string> path;
+    std::function<bool(const std::string &)> cycle = [&](const std::string & name) {
+        state[name] = 1;
+        path.push_back(name);
+        for (const auto & callee : calls[name]) {
+            if (calls.count(callee) == 0) {
+                continue; // a builtin or a variable, not a macro
+            }
+            if (state[callee] == 1) {
+                path.push_back(callee);
+                return true;
+            }
+            if (state[callee] == 0 && cycle(callee)) {
+                return true;
+            }
+        }
+        path.pop_back();
+        state[name] = 2;
+        return false;
+    };
+    std::vector<std::string> names;
+    for (const auto & [name, _] : calls) {
+        names.push_back(name);
+    }
+    for (const auto & name : names) {
+        if (state[name] == 0 && cycle(name)) {
+            const auto from = std::find(path.begin(), path.end(), path.back());
+            std::string chain;
+            for (auto it = from; it != path.end(); ++it) {
+                chain += (chain.empty() ? "" : " -> ") + *it;
+            }
+            throw invalid_argument_error(what + " is refused: its macros call themselves (" + chain +
+                                         "), which recurses without bound; a template must not recurse");
+        }
+    }
+}
+
 } // namespace
 
 chat_templates::chat_templates(std::shared_ptr<model> m, const std::string & template_override) : model_(std::move(m)) {
@@ -303,6 +395,15 @@ chat_templates::chat_templates(std::shared_ptr<model> m, const std::string & tem
         const auto names = builtin_chat_formats();
         if (std::find(names.begin(), names.end(), override_src) != names.end()) {
             use_jinja_ = false; // a llama.cpp built-in format by name
+        }
+    }
+    if (use_jinja_) {
+        // before llama.cpp renders it (it does, to learn the template's capabilities)
+        if (!override_src.empty()) {
+            check_macro_recursion(override_src, "the chat template");
+        } else {
+            check_macro_recursion(model_->chat_template(), "the model's chat template");
+            check_macro_recursion(model_->chat_template("tool_use"), "the model's tool-use chat template");
         }
     }
     log_capture capture;

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,51 @@ def test_unreadable_lora(model_path: str, tmp_path: Path) -> None:
         Llama(model_path=model_path, lora_path=str(bad))
     with pytest.raises(ModelLoadError, match="LoRA adapter file not found"):
         Llama(model_path=model_path, lora_path=str(tmp_path / "missing.gguf"))
+
+
+RECURSIVE_TEMPLATES = {
+    "itself": ("{% macro x() %}{{ x() }}{% endmacro %}{{ x() }}", "x -> x"),
+    "each other": (
+        "{% macro a(n) %}{{ b(n) }}{% endmacro %}{% macro b(n) %}{% if n %}{{ a(n) }}{% endif %}"
+        "{% endmacro %}{% for m in messages %}{{ a(m.content) }}{% endfor %}",
+        "a -> b -> a",
+    ),
+    "a call block": (
+        "{% macro x() %}{% call x() %}{% endcall %}{% endmacro %}{{ x() }}",
+        "x -> x",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(RECURSIVE_TEMPLATES))
+def test_a_recursive_chat_template_is_refused(model_path: str, name: str) -> None:
+    """llama.cpp's Jinja runtime has no depth limit: such a template overflowed the C++ stack and
+    killed the process (SIGSEGV). It runs in a child process, so a crash fails the test."""
+    template, chain = RECURSIVE_TEMPLATES[name]
+    script = (
+        "import sys\n"
+        "from llamacpp_integrations import Llama, InvalidParameterError\n"
+        f"llm = Llama({model_path!r}, n_ctx=256, chat_template={template!r})\n"
+        "try:\n"
+        "    llm.create_chat_completion([{'role': 'user', 'content': 'hi'}], max_tokens=2)\n"
+        "except InvalidParameterError as e:\n"
+        "    print(e)\n"
+        "out = llm('Hello', max_tokens=2, temperature=0)\n"  # the engine still serves
+        "print(out['usage']['completion_tokens'])\n"
+    )
+    cmd = [sys.executable, "-c", script]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"its macros call themselves ({chain})" in run.stdout, run.stdout
+    assert run.stdout.strip().endswith("2")
+
+
+def test_a_chat_template_with_macros_that_do_not_recurse_works(model_path: str) -> None:
+    template = (
+        "{% macro say(m) %}<{{ m.role }}>{{ m.content }}{% endmacro %}"
+        "{% for m in messages %}{{ say(m) }}{% endfor %}<assistant>"
+    )
+    with Llama(model_path=model_path, n_ctx=256, chat_template=template) as llm:
+        out = llm.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=2)
+        rendered = llm.tokenize(b"<user>hi<assistant>", special=True)
+        assert out["usage"]["prompt_tokens"] == len(rendered)

@@ -271,7 +271,17 @@ token_logprob engine::logprob_of(int32_t output_index, llama_token token, int32_
 
 llama_token engine::sample(request_state & rs, int32_t output_index) {
     if (!rs.greedy_) {
-        const llama_token tok = common_sampler_sample(rs.sampler_.get(), ctx_.get(), output_index);
+        llama_token tok = -1;
+        try {
+            tok = common_sampler_sample(rs.sampler_.get(), ctx_.get(), output_index);
+        } catch (const std::runtime_error & e) {
+            // llama.cpp's grammar found no allowed continuation (e.g. a character class that
+            // matches nothing): the request ends with the grammar's error, not a bare one
+            if (std::strstr(e.what(), "grammar") != nullptr) {
+                throw grammar_error(std::string("the grammar allows no token here: ") + e.what());
+            }
+            throw;
+        }
         common_sampler_accept(rs.sampler_.get(), tok, true);
         return tok;
     }

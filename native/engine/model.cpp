@@ -58,9 +58,34 @@ void check_gguf_file(const std::string & path) {
 
 } // namespace
 
+namespace {
+
+// Set while a model file is read: a failed GGML_ASSERT in llama.cpp's loader (a corrupt file can
+// break its invariants, e.g. two tokens with the same text) then throws model_load_error instead
+// of aborting the process. Anywhere else an assertion still aborts, as llama.cpp intends.
+thread_local bool t_loading = false;
+
+struct loading_guard {
+    loading_guard() { t_loading = true; }
+    ~loading_guard() { t_loading = false; }
+};
+
+void on_ggml_abort(const char * message) {
+    if (t_loading) {
+        t_loading = false;
+        throw model_load_error(std::string("llama.cpp rejected the file: ") + message);
+    }
+    fprintf(stderr, "%s\n", message); // then ggml aborts
+}
+
+} // namespace
+
 void backend_init() {
     static std::once_flag once;
-    std::call_once(once, [] { llama_backend_init(); });
+    std::call_once(once, [] {
+        llama_backend_init();
+        ggml_set_abort_callback(on_ggml_abort);
+    });
 }
 
 std::shared_ptr<model> model::load(const model_params & params, const progress_fn & progress) {
@@ -107,6 +132,7 @@ std::shared_ptr<model> model::load(const model_params & params, const progress_f
     m->params_ = params;
     {
         log_capture capture;
+        loading_guard guard;
         m->model_.reset(llama_model_load_from_file(params.path.c_str(), mp));
         if (!m->model_) {
             if (state.cancelled) {

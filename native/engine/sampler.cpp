@@ -90,6 +90,27 @@ std::string reversed_bounds(const std::string & g) {
     return "";
 }
 
+// A code point as UTF-8, for messages.
+std::string utf8_of(uint32_t cp) {
+    std::string out;
+    if (cp < 0x80) {
+        out += (char) cp;
+    } else if (cp < 0x800) {
+        out += (char) (0xC0 | (cp >> 6));
+        out += (char) (0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        out += (char) (0xE0 | (cp >> 12));
+        out += (char) (0x80 | ((cp >> 6) & 0x3F));
+        out += (char) (0x80 | (cp & 0x3F));
+    } else {
+        out += (char) (0xF0 | (cp >> 18));
+        out += (char) (0x80 | ((cp >> 12) & 0x3F));
+        out += (char) (0x80 | ((cp >> 6) & 0x3F));
+        out += (char) (0x80 | (cp & 0x3F));
+    }
+    return out;
+}
+
 std::string grammar_diagnose(const model & m, const std::string & grammar) {
     const size_t nul = grammar.find('\0');
     if (nul != std::string::npos) {
@@ -120,7 +141,14 @@ std::string grammar_diagnose(const model & m, const std::string & grammar) {
         if (rule.empty()) {
             return "Undefined rule";
         }
-        for (const auto & elem : rule) {
+        for (size_t i = 0; i < rule.size(); ++i) {
+            const auto & elem = rule[i];
+            // [b-a]: a range whose upper end is below its lower end matches nothing, and a
+            // grammar that needs it can never be satisfied
+            if (elem.type == LLAMA_GRETYPE_CHAR_RNG_UPPER && i > 0 && elem.value < rule[i - 1].value) {
+                return "the character range [" + utf8_of(rule[i - 1].value) + "-" + utf8_of(elem.value) +
+                       "] has its upper end below its lower end";
+            }
             if (elem.type == LLAMA_GRETYPE_RULE_REF &&
                 (elem.value >= parser.rules.size() || parser.rules[elem.value].empty())) {
                 for (const auto & [name, id] : parser.symbol_ids) {

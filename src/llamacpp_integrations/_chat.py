@@ -158,6 +158,11 @@ def response_format_schema(response_format: Mapping[str, Any] | None) -> tuple[s
     """(JSON schema text, json_object) for an OpenAI ``response_format``."""
     if response_format is None:
         return "", False
+    if not isinstance(response_format, Mapping):
+        raise InvalidParameterError(
+            'response_format must be a dict such as {"type": "json_object"}, '
+            f"got {response_format!r}"
+        )
     kind = response_format.get("type")
     if kind in (None, "text"):
         return "", False

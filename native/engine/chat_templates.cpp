@@ -296,11 +296,17 @@ std::string fallback_format(const model & m) {
     return "chatml";
 }
 
-// A template whose macros call themselves, directly or through each other, recurses without
-// bound in llama.cpp's Jinja runtime (no depth limit) until the C++ stack overflows and the
-// process dies. A GGUF's template is untrusted input, so such a template is refused at load:
-// the macro call graph (calls by name inside macro bodies) must have no cycle.
-void check_macro_recursion(const std::string & src, const std::string & what) {
+// llama.cpp's Jinja runtime bounds neither recursion nor work, and a GGUF's template is untrusted
+// input. Refused at load, before anything renders it:
+// - macros that call themselves, directly or through each other (the macro call graph, by name
+//   inside macro bodies, must have no cycle): they recurse until the C++ stack overflows and the
+//   process dies;
+// - range() of, or repetition (*, **) by, an integer literal above kMaxTemplateLiteral: a render
+//   that runs for minutes or fills the memory. Sizes that come from the messages are bounded by
+//   them.
+constexpr int64_t kMaxTemplateLiteral = 1000000;
+
+void check_template(const std::string & src, const std::string & what) {
     jinja::program prog;
     try {
         jinja::lexer lx;
@@ -314,6 +320,24 @@ void check_macro_recursion(const std::string & src, const std::string & what) {
     ctx.visitor = [&](bool leaf, const jinja::statement * node, std::vector<jinja::visitor_pair> children) {
         if (leaf) {
             return;
+        }
+        auto huge = [](const jinja::statement * e) {
+            const auto * lit = dynamic_cast<const jinja::integer_literal *>(e);
+            return lit != nullptr && (lit->val > kMaxTemplateLiteral || lit->val < -kMaxTemplateLiteral);
+        };
+        if (const auto * c = dynamic_cast<const jinja::call_expression *>(node)) {
+            const auto * id = dynamic_cast<const jinja::identifier *>(c->callee.get());
+            if (id != nullptr && id->val == "range" &&
+                std::any_of(c->args.begin(), c->args.end(), [&](const auto & a) { return huge(a.get()); })) {
+                throw invalid_argument_error(what + " is refused: it loops over range() of more than " +
+                                             std::to_string(kMaxTemplateLiteral) + " items");
+            }
+        }
+        if (const auto * b = dynamic_cast<const jinja::binary_expression *>(node)) {
+            if ((b->op.value == "*" || b->op.value == "**") && (huge(b->left.get()) || huge(b->right.get()))) {
+                throw invalid_argument_error(what + " is refused: it repeats or raises by more than " +
+                                             std::to_string(kMaxTemplateLiteral));
+            }
         }
         std::string macro;
         if (const auto * m = dynamic_cast<const jinja::macro_statement *>(node)) {
@@ -400,10 +424,10 @@ chat_templates::chat_templates(std::shared_ptr<model> m, const std::string & tem
     if (use_jinja_) {
         // before llama.cpp renders it (it does, to learn the template's capabilities)
         if (!override_src.empty()) {
-            check_macro_recursion(override_src, "the chat template");
+            check_template(override_src, "the chat template");
         } else {
-            check_macro_recursion(model_->chat_template(), "the model's chat template");
-            check_macro_recursion(model_->chat_template("tool_use"), "the model's tool-use chat template");
+            check_template(model_->chat_template(), "the model's chat template");
+            check_template(model_->chat_template("tool_use"), "the model's tool-use chat template");
         }
     }
     log_capture capture;

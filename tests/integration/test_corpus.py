@@ -202,6 +202,12 @@ TEMPLATES = {
     "deep-if-nesting": "{% if true %}" * 300 + "x" + "{% endif %}" * 300,
     "filters-on-none": "{{ none | length }}{{ none | upper }}",
     "moderate-loop": "{% for i in range(2000) %}.{% endfor %}{{ messages[0].content }}",
+    "huge-range": "{% for i in range(1000000000) %}x{% endfor %}",
+    "huge-range-step": "{% for i in range(0, 5000000000, 1) %}x{% endfor %}",
+    "huge-repeat": "{{ 'x' * 2000000000 }}",
+    "huge-power": "{{ 'x' * 10 ** 12 }}",
+    "nested-moderate-loops": "{% for i in range(300) %}{% for j in range(300) %}.{% endfor %}"
+    "{% endfor %}",
 }
 
 

@@ -4,7 +4,8 @@ PIP ?= $(PYTHON) -m pip
 # pip options for the editable developer install (incremental native rebuilds on import)
 DEV_FLAGS = --no-build-isolation -Ceditable.rebuild=true
 
-.PHONY: help install dev deps test test-unit test-integration lint stubs bench openblas clean
+.PHONY: help install dev deps test test-unit test-integration fuzz lint stubs bench openblas clean
+FUZZ_SECONDS ?= 300
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -26,6 +27,9 @@ test-unit: ## tests that need no model
 
 test-integration: ## tests on the real default model
 	$(PYTHON) -m pytest tests/integration
+
+fuzz: ## fuzz grammar, schema, template, tokenizer and GGUF input (atheris), FUZZ_SECONDS each
+	$(PYTHON) tests/fuzz/fuzz.py --seconds $(FUZZ_SECONDS)
 
 lint: ## ruff (check + format) and mypy
 	$(PYTHON) -m ruff check .

@@ -90,7 +90,9 @@ ojson normalize_tools(const ojson & tools) {
     for (size_t i = 0; i < tools.size(); ++i) {
         const ojson & t = tools[i];
         const std::string where = "tools[" + std::to_string(i) + "]";
-        if (!t.is_object() || t.value("type", "function") != "function" || !t.contains("function") ||
+        const bool is_function = !t.is_object() || !t.contains("type") ||
+                                 (t.at("type").is_string() && t.at("type").get<std::string>() == "function");
+        if (!t.is_object() || !is_function || !t.contains("function") ||
             !t.at("function").is_object()) {
             throw invalid_argument_error(where + " must be {\"type\": \"function\", \"function\": {...}}");
         }
@@ -459,6 +461,15 @@ bool chat_templates::native_tool_calls() const {
 }
 
 std::shared_ptr<chat_prompt> chat_templates::apply(const chat_request & req) const {
+    try {
+        return apply_request(req);
+    } catch (const ojson::exception & e) {
+        // a value of the wrong JSON type that a check above missed: the caller's input
+        throw invalid_argument_error(std::string("malformed chat request: ") + e.what());
+    }
+}
+
+std::shared_ptr<chat_prompt> chat_templates::apply_request(const chat_request & req) const {
     const ojson messages = parse_json(req.messages_json, "messages");
     validate_messages(messages);
     ojson tools = ojson::array();

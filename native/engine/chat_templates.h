@@ -107,6 +107,7 @@ public:
     // llama2), else ChatML.
     chat_templates(std::shared_ptr<model> m, const std::string & template_override);
 
+    // Throws invalid_argument_error for malformed messages, tools or settings.
     std::shared_ptr<chat_prompt> apply(const chat_request & req) const;
 
     std::string source() const;
@@ -117,6 +118,8 @@ public:
     const std::string & fallback() const { return fallback_; }
 
 private:
+    std::shared_ptr<chat_prompt> apply_request(const chat_request & req) const;
+
     std::string fallback_;
     std::shared_ptr<model> model_;
     common_chat_templates_ptr templates_;

@@ -261,6 +261,7 @@ def chat_cases() -> dict[str, dict[str, Any]]:
             "tools": [{"type": "function", "function": {"name": "f", "parameters": 3}}],
         },
         "tools-duplicate-names": {"messages": user, "tools": [tool, tool]},
+        "tool-type-null": {"messages": user, "tools": [{"type": None}]},  # found by fuzzing
         "tool-choice-unknown-name": {
             "messages": user,
             "tools": [tool],

@@ -8,7 +8,6 @@ import asyncio
 import functools
 import http.server
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.utils import get_tokenizer
 
-from llamacpp_integrations import InvalidParameterError, Llama, ModelLoadError
+from llamacpp_integrations import InvalidParameterError, Llama, ModelLoadError, _core
 from llamacpp_integrations.llama_index import LlamaCPP
 from llamacpp_integrations.models import DEFAULT_MODEL
 
@@ -228,13 +227,15 @@ def test_streams_accumulate_to_the_whole_answer(li_llm: LlamaCPP) -> None:
 
 
 def test_closing_a_stream_stops_generation(li_llm: LlamaCPP) -> None:
-    # 2000 tokens would take many seconds; the engine has one slot, so the next call would wait
+    """Counted in decodes, not seconds: kv_used() waits until no request is active, so had the
+    2000-token generation gone on after close(), ~2000 decodes would run before it returns."""
     stream = li_llm.stream_complete("Write a story.", max_tokens=2000, ignore_eos=True)
     assert next(stream).delta
+    before = _core.compute_count()
     stream.close()
-    start = time.monotonic()
+    li_llm.client.native_engine.kv_used()
+    assert _core.compute_count() - before < 100
     assert li_llm.complete("Say hi.", max_tokens=2).text
-    assert time.monotonic() - start < 3
 
 
 def test_image_blocks_are_refused_clearly(li_llm: LlamaCPP) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from loop_lag import LoopLag
 from pydantic import BaseModel, Field, ValidationError
 
-from llamacpp_integrations import InvalidParameterError, Llama, ModelLoadError, grammars
+from llamacpp_integrations import InvalidParameterError, Llama, ModelLoadError, _core, grammars
 from llamacpp_integrations.langchain import ChatLlamaCpp, LlamaCpp, LlamaCppEmbeddings
 from llamacpp_integrations.langchain._messages import ai_message, to_openai_messages
 
@@ -355,10 +354,13 @@ def test_missing_model_file_is_a_clear_error(tmp_path: Any) -> None:
 
 def test_timeout_cancels_and_raises(model_path: str) -> None:
     llm = ChatLlamaCpp(model_path=model_path, n_ctx=2048, max_tokens=2000, timeout=0.2)
-    t0 = time.monotonic()
+    before = _core.compute_count()
     with pytest.raises(TimeoutError):
         llm.invoke("Write a very long story about a dragon.", ignore_eos=True)
-    assert time.monotonic() - t0 < 5
+    # kv_used() waits until no request is active: a generation that went on after the timeout
+    # would run its 2000 decodes first (decodes, not seconds: a slow machine cannot fail this)
+    llm.llama.native_engine.kv_used()
+    assert _core.compute_count() - before < 1000
     # the engine is free again (no timeout here: a busy machine may take 0.2 s for anything)
     assert ChatLlamaCpp(client=llm.llama, max_tokens=2).invoke("Hi").content is not None
 

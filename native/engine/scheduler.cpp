@@ -7,17 +7,18 @@
 // grammar), hands out text, and either ends (freeing its slot at once) or queues its next token.
 // Exclusive tasks (reset, state) run between steps, once no request is active; new requests are
 // not admitted while one waits, so it is never starved. Embeddings run between steps too, one
-// packed batch at a time, on their own context (embeddings.cpp).
+// packed batch at a time, on their own context (embeddings.cpp). With speculative decoding, a
+// generating request's token is followed by its draft in the same batch (speculation.cpp).
 //
 // The worker never takes the process down: an exception fails the requests it concerns (a
 // sampler's, the request alone; anything else, every active request) and the worker goes on.
+#include "active_request.h"
 #include "engine.h"
 
 #include "batch.h"
 #include "compute.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -25,19 +26,9 @@ namespace lci {
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
-
-double ms_since(clock_type::time_point t0) {
-    return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
-}
-
 // The share of the worker's time that embeddings may take while requests generate, and the
 // most tokens one embedding batch holds then (a longer input still goes whole).
 constexpr double kEmbedShare = 0.2;
-
-// A draft the policy does not verify is still asked for, this long, and compared with what the
-// request samples next (the drafts of the n-gram kinds cost no decode).
-constexpr int64_t kShadowDraft = 8;
 
 const char * decode_status_text(int32_t status) {
     switch (status) {
@@ -49,38 +40,6 @@ const char * decode_status_text(int32_t status) {
 }
 
 } // namespace
-
-struct active_request {
-    std::shared_ptr<request_state> rs;
-    engine::slot * s = nullptr;
-    size_t n_done = 0;          // prompt tokens in the slot's KV
-    bool generating = false;    // the prompt is read; next_token waits to be decoded
-    llama_token next_token = -1;
-    int32_t first_index = -1;   // this step: batch index of the request's first token
-    int32_t n_in_batch = 0;     // this step: how many of its tokens are in the batch
-    uint64_t admitted = 0;      // admission order (the newest gives way when the context is full)
-    // speculative decoding: this step's draft (decoded after next_token) and how long a draft is
-    // worth verifying
-    std::vector<llama_token> draft;
-    draft_policy policy;
-    // a draft not worth verifying, checked against the tokens sampled next (shadow_hits so far)
-    std::vector<llama_token> shadow;
-    size_t shadow_hits = 0;
-    text_stream out;
-    std::unique_ptr<chat_stream> parser; // a streamed chat reply: deltas as it grows
-    std::string streamed;                 // the final text the parser has seen
-    completion_result res;
-    clock_type::time_point t_start, t_eval;
-
-    active_request(std::shared_ptr<request_state> r, uint64_t order)
-        : rs(std::move(r)), admitted(order), out(rs->req_.stop), t_start(clock_type::now()) {
-        if (rs->req_.chat && rs->req_.stream) {
-            parser = std::make_unique<chat_stream>(rs->req_.chat);
-        }
-    }
-    bool drafts() const { return rs->req_.speculative; }
-    const completion_request & req() const { return rs->req_; }
-};
 
 void engine::worker_main() {
     std::vector<std::unique_ptr<active_request>> active;
@@ -304,104 +263,6 @@ bool engine::accept_token(active_request & a, llama_token tok, int32_t idx) {
     }
     a.next_token = tok;
     return true;
-}
-
-// The test hook of completion_request::debug_fail_at: the sampler "fails" there.
-static void debug_fail_hook(const active_request & a) {
-    const int32_t at = a.req().debug_fail_at;
-    if (at >= 0 && a.res.n_completion >= at) {
-        throw std::runtime_error("the sampler failed (test hook: debug_fail_at=" + std::to_string(at) + ")");
-    }
-}
-
-void engine::plan_drafts(std::vector<std::unique_ptr<active_request>> & active, size_t budget) {
-    const speculative_params & sp = params_.speculative;
-    std::vector<draft_request> requests;
-    std::vector<active_request *> drafting;
-    // the step so far: a row and a token per generating request; drafts add to both
-    int32_t rows = (int32_t) std::count_if(active.begin(), active.end(), [](const auto & a) { return a->generating; });
-    double tokens = rows;
-    std::vector<bool> shadows; // per drafting request: not to be verified
-    for (auto & a : active) {
-        a->draft.clear();
-        if (!a->generating || !a->drafts() || !a->shadow.empty()) {
-            continue;
-        }
-        const completion_request & req = a->req();
-        // next_token is counted already; each accepted draft token is one more, and so is the
-        // token sampled after the last accepted one
-        const int64_t left = req.max_tokens < 0 ? std::numeric_limits<int64_t>::max()
-                                                : (int64_t) req.max_tokens - a->res.n_completion;
-        const int64_t room = (int64_t) n_ctx_seq_ - (int64_t) a->s->tokens.size() - 1; // after next_token
-        const int64_t limit = std::min<int64_t>({(int64_t) sp.draft_max, left - 1, room});
-        if (limit < std::max(1, sp.draft_min)) {
-            continue;
-        }
-        int32_t n_max = sp.always ? (int32_t) limit : a->policy.choose((int32_t) limit, cost_, rows, tokens);
-        const bool shadow = n_max < std::max(1, sp.draft_min);
-        if (shadow) {
-            n_max = (int32_t) std::min<int64_t>(limit, kShadowDraft);
-        }
-        requests.push_back(draft_request{a->s->id, &a->s->tokens, a->next_token, n_max, &a->draft});
-        drafting.push_back(a.get());
-        shadows.push_back(shadow);
-    }
-    if (requests.empty()) {
-        return;
-    }
-    drafter_->draft(requests);
-    for (size_t i = 0; i < drafting.size(); ++i) {
-        active_request * a = drafting[i];
-        if (shadows[i]) {
-            a->shadow.swap(a->draft);
-            a->shadow_hits = 0;
-            continue;
-        }
-        if ((int32_t) a->draft.size() < sp.draft_min) {
-            a->draft.clear();
-        }
-        a->draft.resize(std::min(a->draft.size(), budget));
-        budget -= a->draft.size();
-    }
-}
-
-void engine::check_shadow(active_request & a, llama_token tok) {
-    if (a.shadow.empty()) {
-        return;
-    }
-    if (tok == a.shadow[a.shadow_hits] && ++a.shadow_hits < a.shadow.size()) {
-        return; // right so far
-    }
-    drafter_->accept(a.s->id, (int32_t) a.shadow_hits);
-    a.policy.update((int32_t) a.shadow.size(), (int32_t) a.shadow_hits);
-    a.shadow.clear();
-}
-
-bool engine::verify_draft(active_request & a, int32_t idx) {
-    const size_t n_draft = a.draft.size();
-    size_t n_accepted = 0;
-    bool alive = true;
-    for (;;) {
-        debug_fail_hook(a);
-        const auto t_sample = clock_type::now();
-        const llama_token tok = sample(*a.rs, idx);
-        a.res.time.sample_ms += ms_since(t_sample);
-        alive = accept_token(a, tok, idx);
-        if (!alive || n_accepted == n_draft || tok != a.draft[n_accepted]) {
-            break;
-        }
-        a.s->tokens.push_back(tok); // the draft token's cell holds its KV already
-        ++n_accepted;
-        ++idx;
-    }
-    // the cells of the draft tokens after the accepted ones
-    llama_memory_seq_rm(llama_get_memory(ctx_.get()), a.s->id, (llama_pos) a.s->tokens.size(), -1);
-    a.res.time.draft_n += (int32_t) n_draft;
-    a.res.time.draft_accepted_n += (int32_t) n_accepted;
-    drafter_->accept(a.s->id, (int32_t) n_accepted);
-    a.policy.update((int32_t) n_draft, (int32_t) n_accepted);
-    a.draft.clear();
-    return alive;
 }
 
 void engine::step(std::vector<std::unique_ptr<active_request>> & active) {

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Build llama.cpp's own ``llama-bench`` and ``llama-server`` from the pinned source.
+"""Build llama.cpp's ``llama-bench``, ``llama-server`` and ``llama-mtmd-cli`` from the pin.
 
 The reference tools are built from exactly the llama.cpp source our extension compiles
 (``third_party/llama.cpp/fetch.py`` prints its directory), into ``.bench/llama.cpp-build``
-(git-ignored). The build is skipped when both binaries exist and were configured from the same
-source with the same ``CMAKE_ARGS``; otherwise cmake configures and builds both targets in one go.
+(git-ignored). ``llama-mtmd-cli`` (the multimodal CLI over the mtmd library) is the reference
+for vision input; llama.cpp builds it whenever ``LLAMA_BUILD_TOOLS`` is on. The build is skipped
+when all three binaries exist and were configured from the same source with the same
+``CMAKE_ARGS``; otherwise cmake configures and builds the three targets in one go.
 
 ``CMAKE_ARGS`` (split like a shell would) is passed to the configure step, as it is to our own
 build by scikit-build-core, so that a user who builds with e.g. ``-DGGML_BLAS=ON`` or
@@ -12,7 +14,7 @@ build by scikit-build-core, so that a user who builds with e.g. ``-DGGML_BLAS=ON
 
 Usage::
 
-    python benchmarks/build_reference.py          # prints the two binary paths
+    python benchmarks/build_reference.py          # prints the three binary paths
     python benchmarks/build_reference.py --force  # reconfigure and rebuild
 """
 
@@ -30,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 FETCH = REPO / "third_party" / "llama.cpp" / "fetch.py"
 BUILD_DIR = REPO / ".bench" / "llama.cpp-build"
 STAMP = BUILD_DIR / "reference-build.json"
-TARGETS = ("llama-bench", "llama-server")
+TARGETS = ("llama-bench", "llama-server", "llama-mtmd-cli")
 
 BASE_CMAKE_ARGS = [
     "-G",

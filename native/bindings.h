@@ -20,5 +20,6 @@ lci::chat_request make_chat_request(std::string messages_json, std::string tools
 void init_errors(nb::module_ & m);
 void init_log(nb::module_ & m);
 void init_model(nb::module_ & m);
+void init_vision(nb::module_ & m);
 void init_engine(nb::module_ & m);
 void init_chat(nb::module_ & m);

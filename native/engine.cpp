@@ -89,7 +89,9 @@ void init_engine(nb::module_ & m) {
         .def_ro("sample_ms", &lci::timings::sample_ms, "Part of eval_ms spent in the sampler chain.")
         .def_ro("draft_n", &lci::timings::draft_n, "Speculative decoding: drafted tokens verified.")
         .def_ro("draft_accepted_n", &lci::timings::draft_accepted_n,
-                "Speculative decoding: drafted tokens accepted (tokens that cost no decode of their own).");
+                "Speculative decoding: drafted tokens accepted (tokens that cost no decode of their own).")
+        .def_ro("image_n", &lci::timings::image_n, "Image chunks encoded (not served from the cache).")
+        .def_ro("image_encode_ms", &lci::timings::image_encode_ms, "Part of prompt_ms spent in the vision encoder.");
 
     nb::class_<lci::completion_result>(m, "CompletionResult")
         .def_ro("text", &lci::completion_result::text)
@@ -132,7 +134,7 @@ void init_engine(nb::module_ & m) {
                 int32_t flash_attn, int32_t type_k, int32_t type_v, bool embeddings, bool offload_kqv,
                 float rope_freq_base, float rope_freq_scale, bool kv_unified, std::string speculative,
                 std::shared_ptr<lci::model> draft_model, int32_t draft_max, int32_t draft_min, int32_t ngram_size,
-                int32_t ngram_min_hits, bool draft_always) {
+                int32_t ngram_min_hits, bool draft_always, std::shared_ptr<lci::projector> vision) {
                  lci::context_params p;
                  p.n_ctx = n_ctx;
                  p.n_batch = n_batch;
@@ -155,6 +157,7 @@ void init_engine(nb::module_ & m) {
                  p.speculative.ngram_size = ngram_size;
                  p.speculative.ngram_min_hits = ngram_min_hits;
                  p.speculative.always = draft_always;
+                 p.vision = std::move(vision);
                  new (self) py_engine(std::move(model), p);
              },
              nb::arg("model"), nb::kw_only(), nb::arg("n_ctx") = 512, nb::arg("n_batch") = 512,
@@ -164,6 +167,7 @@ void init_engine(nb::module_ & m) {
              nb::arg("rope_freq_base") = 0.0f, nb::arg("rope_freq_scale") = 0.0f, nb::arg("kv_unified") = false,
              nb::arg("speculative") = "none", nb::arg("draft_model").none() = nb::none(), nb::arg("draft_max") = 16,
              nb::arg("draft_min") = 0, nb::arg("ngram_size") = 3, nb::arg("ngram_min_hits") = 1, nb::arg("draft_always") = false,
+             nb::arg("vision").none() = nb::none(),
              "speculative: none, an n-gram kind (ngram, ngram-simple, ngram-map-k, ngram-map-k4v, ngram-mod, "
              "ngram-cache) or draft (with draft_model, a model sharing this one's vocabulary); draft_max and "
              "draft_min bound each draft; ngram_size is the n-gram length looked up, ngram_min_hits how often a "
@@ -198,11 +202,14 @@ void init_engine(nb::module_ & m) {
                 bool parallel_tool_calls, std::string json_schema, bool json_object, std::string grammar,
                 bool enable_thinking, bool parse_reasoning, std::map<std::string, std::string> template_kwargs,
                 int32_t max_tokens, std::vector<std::string> stop, int32_t logprobs, bool stream, bool ignore_eos,
-                bool speculative, int32_t debug_fail_at) {
+                bool speculative, int32_t debug_fail_at, std::vector<nb::bytes> images) {
                  lci::chat_request chat = make_chat_request(
                      std::move(messages_json), std::move(tools_json), std::move(tool_choice), parallel_tool_calls,
                      std::move(json_schema), json_object, std::move(grammar), true, enable_thinking, parse_reasoning,
                      std::move(template_kwargs));
+                 for (const auto & img : images) {
+                     chat.images.emplace_back(img.c_str(), img.size());
+                 }
                  lci::completion_request req;
                  req.sampling = sampling;
                  req.max_tokens = max_tokens;
@@ -222,6 +229,7 @@ void init_engine(nb::module_ & m) {
              nb::arg("template_kwargs") = std::map<std::string, std::string>{}, nb::arg("max_tokens") = 16,
              nb::arg("stop") = std::vector<std::string>{}, nb::arg("logprobs") = -1, nb::arg("stream") = false,
              nb::arg("ignore_eos") = false, nb::arg("speculative") = true, nb::arg("debug_fail_at") = -1,
+             nb::arg("images") = std::vector<nb::bytes>{},
              "Renders, tokenizes and queues a chat request whole; the result carries the parsed message "
              "and, when streaming, each event the deltas of the message. Raises before queuing when "
              "something is wrong.")
@@ -266,6 +274,8 @@ void init_engine(nb::module_ & m) {
         .def_prop_ro("n_seq_max", [](py_engine & self) { return self.get().n_seq_max(); })
         .def_prop_ro("kv_unified", [](py_engine & self) { return self.get().kv_unified(); })
         .def_prop_ro("speculative", [](py_engine & self) { return self.get().speculative().type; })
+        .def_prop_ro("vision", [](py_engine & self) { return self.get().vision(); },
+                     "The vision projector given at creation, or None.")
         .def_prop_ro("draft_max", [](py_engine & self) { return self.get().speculative().draft_max; })
         .def_prop_ro("n_threads", [](py_engine & self) { return self.get().n_threads(); })
         .def_prop_ro("n_threads_batch", [](py_engine & self) { return self.get().n_threads_batch(); });

@@ -6,6 +6,7 @@ NB_MODULE(_core, m) {
     init_errors(m);
     init_log(m);
     init_model(m);
+    init_vision(m);
     init_engine(m);
     init_chat(m);
     // Objects still referenced at interpreter exit (from other libraries' module-level

@@ -47,6 +47,24 @@ struct active_request {
         }
     }
     bool drafts() const { return rs->req_.speculative; }
+    // The image span that starts at prompt position pos, if any.
+    const media_span * media_at(size_t pos) const {
+        for (const auto & m : rs->req_.media) {
+            if (m.start == pos) {
+                return &m;
+            }
+        }
+        return nullptr;
+    }
+    // Where the next image at or after pos starts (the prompt's end when none).
+    size_t next_media(size_t pos) const {
+        for (const auto & m : rs->req_.media) {
+            if (m.start >= pos) {
+                return m.start;
+            }
+        }
+        return rs->req_.prompt.size();
+    }
     const completion_request & req() const { return rs->req_; }
 };
 

@@ -56,9 +56,16 @@ void validate_messages(const ojson & messages) {
             }
             if (c.is_array()) {
                 for (const auto & part : c) {
+                    if (part.is_object() && part.value("type", "") == "image_url") {
+                        if (role != "user") {
+                            throw invalid_argument_error(where + " (role " + role + ") has an image; only user messages may");
+                        }
+                        continue;
+                    }
                     if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
                         !part.at("text").is_string()) {
-                        throw invalid_argument_error(where + ".content parts must be {\"type\": \"text\", \"text\": ...}");
+                        throw invalid_argument_error(where + ".content parts must be {\"type\": \"text\", \"text\": ...} "
+                                                     "or {\"type\": \"image_url\", ...}");
                     }
                 }
             }
@@ -78,6 +85,32 @@ void validate_messages(const ojson & messages) {
             }
         }
     }
+}
+
+// Replaces each image part of the messages with llama.cpp's media-marker part holding `marker`;
+// returns how many there were.
+size_t mark_images(ojson & messages, const std::string & marker) {
+    size_t n = 0;
+    for (auto & m : messages) {
+        if (!m.contains("content") || !m.at("content").is_array()) {
+            continue;
+        }
+        for (auto & part : m.at("content")) {
+            if (part.value("type", "") == "image_url") {
+                part = ojson{{"type", "media_marker"}, {"text", marker}};
+                n++;
+            }
+        }
+    }
+    return n;
+}
+
+// A marker no message text contains: random, per request.
+std::string make_media_marker() {
+    static thread_local std::mt19937_64 rng(std::random_device{}());
+    char buf[48];
+    snprintf(buf, sizeof(buf), "<__image_%016llx__>", (unsigned long long) rng());
+    return buf;
 }
 
 // OpenAI tools, validated; each one's parameters default to an empty object schema.
@@ -470,8 +503,17 @@ std::shared_ptr<chat_prompt> chat_templates::apply(const chat_request & req) con
 }
 
 std::shared_ptr<chat_prompt> chat_templates::apply_request(const chat_request & req) const {
-    const ojson messages = parse_json(req.messages_json, "messages");
+    ojson messages = parse_json(req.messages_json, "messages");
     validate_messages(messages);
+    std::string marker = make_media_marker();
+    const size_t n_images = mark_images(messages, marker);
+    if (n_images != req.images.size()) {
+        throw invalid_argument_error("the messages hold " + std::to_string(n_images) + " image parts but " +
+                                     std::to_string(req.images.size()) + " images were given");
+    }
+    if (n_images == 0) {
+        marker.clear();
+    }
     ojson tools = ojson::array();
     if (!req.tools_json.empty()) {
         tools = normalize_tools(parse_json(req.tools_json, "tools"));
@@ -574,9 +616,12 @@ std::shared_ptr<chat_prompt> chat_templates::apply_request(const chat_request & 
     }
 
     out->prompt = params.prompt;
-    out->tokens = model_->tokenize(out->prompt, true, true);
-    if (out->tokens.size() >= 2 && out->tokens[0] == model_->bos() && out->tokens[1] == model_->bos()) {
-        out->tokens.erase(out->tokens.begin()); // the template wrote the BOS already
+    out->media_marker = marker;
+    if (marker.empty()) {
+        out->tokens = model_->tokenize(out->prompt, true, true);
+        if (out->tokens.size() >= 2 && out->tokens[0] == model_->bos() && out->tokens[1] == model_->bos()) {
+            out->tokens.erase(out->tokens.begin()); // the template wrote the BOS already
+        }
     }
     out->stops = params.additional_stops;
     out->generic_tools = generic;

@@ -34,6 +34,9 @@ struct chat_request {
     bool        enable_thinking = true;
     bool        parse_reasoning = true; // put <think> content in reasoning_content
     std::map<std::string, std::string> template_kwargs; // extra Jinja variables (JSON values)
+    // The encoded bytes of each {"type": "image_url"} content part, in message order (the
+    // engine's projector decodes them; vision.h).
+    std::vector<std::string> images;
 };
 
 struct chat_tool_call {
@@ -62,7 +65,9 @@ struct chat_delta {
 class chat_prompt {
 public:
     std::string prompt;
-    std::vector<llama_token> tokens; // the prompt tokenized (BOS once, special tokens parsed)
+    std::vector<llama_token> tokens; // the prompt tokenized (BOS once, special tokens parsed);
+                                     // empty with images: the projector tokenizes (vision.h)
+    std::string media_marker;        // with images: what stands for each image in prompt
     std::vector<std::string> stops;  // extra stop strings of the format
     std::string format;              // llama.cpp's format name, or "generic"
     bool generic_tools = false;      // our own protocol is in use

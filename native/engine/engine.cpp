@@ -164,8 +164,32 @@ std::shared_ptr<request_state> engine::submit(completion_request req) {
     if (req.prompt.empty()) {
         throw invalid_argument_error("the prompt is empty (no tokens to condition on)");
     }
-    for (llama_token t : req.prompt) {
-        model_->check_token(t);
+    // image placeholders exactly where the spans say, vocabulary ids everywhere else
+    size_t next_span = 0;
+    for (size_t i = 0; i < req.prompt.size(); ++i) {
+        if (next_span < req.media.size() && i == req.media[next_span].start) {
+            const media_span & span = req.media[next_span++];
+            if (!params_.vision || !span.chunk || span.n_tokens == 0 || span.start + span.n_tokens > req.prompt.size() ||
+                !std::all_of(req.prompt.begin() + (ptrdiff_t) i, req.prompt.begin() + (ptrdiff_t) (i + span.n_tokens),
+                             is_media_token)) {
+                throw invalid_argument_error("the prompt's image spans do not match its tokens");
+            }
+            i += span.n_tokens - 1;
+            continue;
+        }
+        model_->check_token(req.prompt[i]);
+    }
+    if (next_span != req.media.size()) {
+        throw invalid_argument_error("the prompt's image spans do not match its tokens");
+    }
+    if (!req.media.empty()) {
+        if (req.media.back().start + req.media.back().n_tokens == req.prompt.size()) {
+            throw invalid_argument_error("the prompt ends with an image; the model needs text after it to answer");
+        }
+        if (req.prompt_logprobs) {
+            throw invalid_argument_error("prompt logprobs (echo) are not available for prompts with images");
+        }
+        req.speculative = false; // the drafters work on vocabulary ids
     }
     if (req.prompt.size() > n_ctx_seq_) {
         throw context_window_exceeded_error(
@@ -212,10 +236,18 @@ std::shared_ptr<request_state> engine::submit_chat(const chat_templates & templa
     if (closed_) {
         throw engine_closed_error("the engine is closed");
     }
+    if (!chat.images.empty() && !params_.vision) {
+        throw invalid_argument_error("the messages hold " + std::to_string(chat.images.size()) +
+                                     " images but the model has no vision projector; load one with mmproj_path=...");
+    }
     std::shared_ptr<const chat_prompt> prompt = templates.apply(chat);
     prompt->configure(*model_, req.sampling);
     req.stop.insert(req.stop.end(), prompt->stops.begin(), prompt->stops.end());
-    req.prompt = prompt->tokens;
+    if (prompt->media_marker.empty()) {
+        req.prompt = prompt->tokens;
+    } else {
+        params_.vision->tokenize(prompt->prompt, prompt->media_marker, chat.images, req.prompt, req.media);
+    }
     req.chat = std::move(prompt);
     return submit(std::move(req));
 }

@@ -23,6 +23,7 @@
 #include "model.h"
 #include "sampler.h"
 #include "text.h"
+#include "vision.h"
 
 #include "llama-cpp.h"
 
@@ -64,6 +65,8 @@ struct context_params {
     float    rope_freq_scale = 0.0f;
     // speculative decoding (drafts.h): how the generating requests draft
     speculative_params speculative;
+    // images in chat (vision.h): the vision projector loaded beside the model; null for none
+    std::shared_ptr<projector> vision;
 };
 
 struct top_logprob {
@@ -82,6 +85,8 @@ struct token_logprob {
 
 struct completion_request {
     std::vector<llama_token> prompt;
+    // the images of the prompt: each span's positions in prompt hold placeholders (vision.h)
+    std::vector<media_span> media;
     sampling_params sampling;
     int32_t max_tokens = 16;  // < 0: until the context is full
     std::vector<std::string> stop;
@@ -105,6 +110,8 @@ struct timings {
     double sample_ms = 0.0; // of eval_ms: time in the sampler chain
     int32_t draft_n = 0;          // speculative decoding: drafted tokens verified
     int32_t draft_accepted_n = 0; // of those, accepted (each one a token without a decode of its own)
+    int32_t image_n = 0;          // image chunks encoded (not served from the cache)
+    double image_encode_ms = 0.0; // of prompt_ms: time in the vision encoder
 };
 
 struct completion_result {
@@ -221,6 +228,7 @@ public:
     uint32_t n_seq_max() const { return n_seq_max_; }
     bool kv_unified() const { return params_.kv_unified; }
     const speculative_params & speculative() const { return params_.speculative; }
+    const std::shared_ptr<projector> & vision() const { return params_.vision; }
     // The most tokens one embedding input may have.
     uint32_t n_embed_max() const;
     int32_t n_threads() const { return n_threads_; }
@@ -274,6 +282,8 @@ private:
     // One decode over the generating requests, or over the prompt chunk of `only`.
     void decode_phase(std::vector<std::unique_ptr<active_request>> & active, bool generating,
                       active_request * only);
+    // The image that a's prompt reaches next: encoded and decoded into its slot (vision.h).
+    void decode_image(std::vector<std::unique_ptr<active_request>> & active, active_request & a, const media_span & span);
     static void drop(std::vector<std::unique_ptr<active_request>> & active, const std::vector<active_request *> & done);
     // Handles a sampled token; returns false when the request finished.
     bool accept_token(active_request & a, llama_token tok, int32_t output_index);

@@ -57,6 +57,10 @@ void on_log(enum ggml_log_level level, const char * text, void * /*user_data*/) 
 
 } // namespace
 
+void log_forward(int level, const char * text) {
+    on_log((enum ggml_log_level) level, text, nullptr);
+}
+
 void log_message(int level, const std::string & line) {
     deliver(level, line);
 }

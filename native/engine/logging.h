@@ -19,6 +19,9 @@ using log_sink = std::function<void(int level, const std::string & line)>;
 // Installs the llama.cpp/ggml log callback (once) and sets the sink. Lines below min_level are
 // dropped without calling the sink; min_level 0 disables the sink entirely.
 void log_install(log_sink sink);
+// Hands a fragment logged by another llama.cpp library (mtmd has its own log setter) to the same
+// line assembly, sink and captures as llama.cpp's own; level is a ggml_log_level.
+void log_forward(int level, const char * text);
 // Logs one line of ours through the same sink (and captures) as llama.cpp's.
 void log_message(int level, const std::string & line);
 void log_set_min_level(int min_level);

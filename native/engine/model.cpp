@@ -65,11 +65,6 @@ namespace {
 // of aborting the process. Anywhere else an assertion still aborts, as llama.cpp intends.
 thread_local bool t_loading = false;
 
-struct loading_guard {
-    loading_guard() { t_loading = true; }
-    ~loading_guard() { t_loading = false; }
-};
-
 void on_ggml_abort(const char * message) {
     if (t_loading) {
         t_loading = false;
@@ -79,6 +74,9 @@ void on_ggml_abort(const char * message) {
 }
 
 } // namespace
+
+load_guard::load_guard() : prev_(t_loading) { t_loading = true; }
+load_guard::~load_guard() { t_loading = prev_; }
 
 void backend_init() {
     static std::once_flag once;
@@ -132,7 +130,7 @@ std::shared_ptr<model> model::load(const model_params & params, const progress_f
     m->params_ = params;
     {
         log_capture capture;
-        loading_guard guard;
+        load_guard guard;
         m->model_.reset(llama_model_load_from_file(params.path.c_str(), mp));
         if (!m->model_) {
             if (state.cancelled) {

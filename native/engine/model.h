@@ -98,6 +98,19 @@ private:
     mutable std::vector<llama_token>  eog_tokens_;
 };
 
+// While alive, a failed GGML_ASSERT on this thread (a corrupt file breaking a loader's invariants)
+// throws model_load_error instead of aborting the process. For file loads only.
+class load_guard {
+public:
+    load_guard();
+    ~load_guard();
+    load_guard(const load_guard &) = delete;
+    load_guard & operator=(const load_guard &) = delete;
+
+private:
+    bool prev_;
+};
+
 // Initializes the llama.cpp backends once per process.
 void backend_init();
 

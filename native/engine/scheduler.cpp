@@ -146,6 +146,11 @@ void engine::admit(std::vector<std::unique_ptr<active_request>> & active, std::s
     llama_memory_t mem = llama_get_memory(ctx_.get());
     size_t n_keep = req.prompt_logprobs ? 0 : common_prefix(s->tokens, req.prompt);
     n_keep = std::min(n_keep, req.prompt.size() - 1);
+    for (const auto & span : req.media) {
+        if (span.start < n_keep && n_keep < span.start + span.n_tokens) {
+            n_keep = span.start; // half an image is no cache: decode it whole
+        }
+    }
     if (!llama_memory_seq_rm(mem, s->id, (llama_pos) n_keep, -1)) {
         llama_memory_seq_rm(mem, s->id, -1, -1); // cannot cut this cache (recurrent): start over
         n_keep = 0;
@@ -158,7 +163,9 @@ void engine::admit(std::vector<std::unique_ptr<active_request>> & active, std::s
     if (!a->rs->greedy_) {
         const size_t n_hist = std::min<size_t>(req.prompt.size(), (size_t) std::max(req.sampling.penalty_last_n, 64));
         for (size_t i = req.prompt.size() - n_hist; i < req.prompt.size(); ++i) {
-            common_sampler_accept(a->rs->sampler_.get(), req.prompt[i], false);
+            if (!is_media_token(req.prompt[i])) {
+                common_sampler_accept(a->rs->sampler_.get(), req.prompt[i], false);
+            }
         }
     }
     if (req.prompt_logprobs && req.logprobs >= 0) {
@@ -319,6 +326,12 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
     if (wanted == 0) {
         return;
     }
+    if (!generating) {
+        if (const media_span * span = only->media_at(only->n_done)) {
+            decode_image(active, *only, *span);
+            return;
+        }
+    }
     if (generating && drafter_) {
         // drafts use only what is left of the batch and, with one shared pool, cells that are
         // free without dropping an idle cache; with a stream per slot, each slot's own room
@@ -373,7 +386,8 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
             }
         } else {
             const auto & prompt = a->req().prompt;
-            const size_t n = std::min(budget, prompt.size() - a->n_done);
+            // text up to the next image, which gets a decode of its own
+            const size_t n = std::min(budget, a->next_media(a->n_done) - a->n_done);
             a->n_in_batch = (int32_t) n;
             for (size_t k = 0; k < n; ++k) {
                 const size_t i = a->n_done + k;
@@ -513,6 +527,56 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
         }
     }
     drop(active, done);
+}
+
+void engine::decode_image(std::vector<std::unique_ptr<active_request>> & active, active_request & a,
+                          const media_span & span) {
+    const size_t n = span.n_tokens;
+    if (params_.kv_unified && make_room(n) < n) {
+        const bool any_generating =
+            std::any_of(active.begin(), active.end(), [](const auto & x) { return x->generating; });
+        if (!any_generating) {
+            a.s->busy = false;
+            a.rs->fail(std::make_exception_ptr(context_window_exceeded_error(
+                "the context is full: an image of " + std::to_string(n) + " tokens does not fit in n_ctx=" +
+                std::to_string(n_ctx_) + "; create the model with a larger n_ctx")));
+            drop(active, {&a});
+        }
+        return; // the image waits for generating requests to end
+    }
+    in_batch_.assign(1, a.rs.get()); // a cancel aborts the image's decodes
+    int32_t status = 0;
+    double encode_ms = 0.0;
+    try {
+        compute_run([&] {
+            status = params_.vision->decode(ctx_.get(), span, (llama_pos) a.n_done, a.s->id, (int32_t) n_batch_, encode_ms);
+        });
+    } catch (...) {
+        in_batch_.clear();
+        sync_slot_after_failure(*a.s);
+        a.s->busy = false;
+        a.rs->fail(std::current_exception());
+        drop(active, {&a});
+        return;
+    }
+    in_batch_.clear();
+    if (status != 0) {
+        sync_slot_after_failure(*a.s);
+        if (a.rs->cancelled()) {
+            return; // the next step ends it
+        }
+        a.s->busy = false;
+        a.rs->fail(std::make_exception_ptr(decode_error("decoding the image's embeddings failed (no room in the KV "
+                                                        "cache, or a backend error)")));
+        drop(active, {&a});
+        return;
+    }
+    const auto & prompt = a.req().prompt;
+    a.s->tokens.insert(a.s->tokens.end(), prompt.begin() + (ptrdiff_t) span.start,
+                       prompt.begin() + (ptrdiff_t) (span.start + n));
+    a.n_done += n;
+    a.res.time.image_n++;
+    a.res.time.image_encode_ms += encode_ms;
 }
 
 void engine::evict_newest(std::vector<std::unique_ptr<active_request>> & active, bool in_batch_only) {

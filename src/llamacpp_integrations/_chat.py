@@ -20,6 +20,7 @@ from typing_extensions import Unpack
 
 from . import _core
 from ._completion import RequestStream, await_result, timings_of, usage_of, wait_result
+from ._images import ImagePolicy, extract_images
 from ._openai import tool_call
 from ._params import bind_call, check_int, max_tokens_limit, sampling_values, stop_list
 from ._sampling import SamplingOptions, with_sampling
@@ -369,6 +370,7 @@ class ChatCompletionMixin:
     chat_format: str | None
     chat_template: str | None
     _chat_templates: _core.ChatTemplates | None = None
+    _image_policy: ImagePolicy = ImagePolicy()
     sampling_params: Callable[..., _core.SamplingParams]
 
     def _require_engine(self) -> _core.Engine:
@@ -426,6 +428,9 @@ class ChatCompletionMixin:
         Args:
             messages: ``[{"role": "system" | "user" | "assistant" | "tool", "content": ...}]``;
                 assistant messages may carry ``tool_calls``, tool messages ``tool_call_id``.
+                With a vision projector (``mmproj_path``), a user message's content may be a
+                list of parts holding ``{"type": "image_url", "image_url": {"url": ...}}``
+                (a ``data:`` URL, a local file, or ``http(s)`` where allowed).
             functions: Legacy OpenAI functions (become tools).
             function_call: Legacy form of ``tool_choice``.
             tools: OpenAI tools ``[{"type": "function", "function": {"name", "description",
@@ -467,7 +472,7 @@ class ChatCompletionMixin:
         messages = args["messages"]
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise InvalidParameterError("messages must be a list of {'role': ..., 'content': ...}")
-        messages = pair_function_messages(messages)
+        messages, images = extract_images(pair_function_messages(messages), self._image_policy)
         tools = normalize_tools(args["tools"], args["functions"])
         names = [str((t.get("function") or {}).get("name", "")) for t in tools]
         choice = normalize_tool_choice(args["tool_choice"], args["function_call"], names)
@@ -499,6 +504,7 @@ class ChatCompletionMixin:
             logprobs=n_logprobs,
             stream=stream,
             ignore_eos=bool(args["ignore_eos"]),
+            images=images,
         )
         meta = ChatResponseMeta(
             id=f"chatcmpl-{uuid.uuid4()}",

@@ -211,6 +211,8 @@ def timings_of(result: _core.CompletionResult) -> Timings:
         "sample_ms": t.sample_ms,
         "draft_n": t.draft_n,
         "draft_n_accepted": t.draft_accepted_n,
+        "image_n": t.image_n,
+        "image_encode_ms": t.image_encode_ms,
     }
 
 

@@ -118,6 +118,29 @@ def ggml_type_from_name(name: str) -> int:
     The ggml_type id of a type name such as 'f16' or 'q8_0'; -1 if unknown.
     """
 
+class Projector:
+    """A vision projector (mmproj GGUF) for a model: images in chat messages."""
+
+    @staticmethod
+    def load(
+        model: Model,
+        path: str,
+        *,
+        n_threads: int = -1,
+        use_gpu: bool = True,
+        max_pixels: int = 50000000,
+    ) -> Projector:
+        """
+        Loads the projector for model; raises ModelLoadError naming the cause (missing file, not a projector, an embedding width other than the model's).
+        """
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def max_pixels(self) -> int: ...
+    @property
+    def supports_vision(self) -> bool: ...
+
 class SamplingParams:
     """Sampler chain settings of one request."""
 
@@ -285,6 +308,14 @@ class Timings:
         Speculative decoding: drafted tokens accepted (tokens that cost no decode of their own).
         """
 
+    @property
+    def image_n(self) -> int:
+        """Image chunks encoded (not served from the cache)."""
+
+    @property
+    def image_encode_ms(self) -> float:
+        """Part of prompt_ms spent in the vision encoder."""
+
 class CompletionResult:
     @property
     def text(self) -> str: ...
@@ -383,6 +414,7 @@ class Engine:
         ngram_size: int = 3,
         ngram_min_hits: int = 1,
         draft_always: bool = False,
+        vision: Projector | None = None,
     ) -> None:
         """
         speculative: none, an n-gram kind (ngram, ngram-simple, ngram-map-k, ngram-map-k4v, ngram-mod, ngram-cache) or draft (with draft_model, a model sharing this one's vocabulary); draft_max and draft_min bound each draft; ngram_size is the n-gram length looked up, ngram_min_hits how often a key must occur (map kinds); draft_always verifies every draft instead of those worth their cost.
@@ -428,6 +460,7 @@ class Engine:
         ignore_eos: bool = False,
         speculative: bool = True,
         debug_fail_at: int = -1,
+        images: Sequence[bytes] = [],
     ) -> Request:
         """
         Renders, tokenizes and queues a chat request whole; the result carries the parsed message and, when streaming, each event the deltas of the message. Raises before queuing when something is wrong.
@@ -470,6 +503,10 @@ class Engine:
     def kv_unified(self) -> bool: ...
     @property
     def speculative(self) -> str: ...
+    @property
+    def vision(self) -> Projector:
+        """The vision projector given at creation, or None."""
+
     @property
     def draft_max(self) -> int: ...
     @property

@@ -1,7 +1,7 @@
 """OpenAI-shaped values that the LangChain and LlamaIndex adapters both build or read.
 
 Each adapter converts its framework's types on top of the framework's own converters; what they
-share is here, once: tool calls and their JSON arguments, message content that must be text,
+share is here, once: tool calls and their JSON arguments, message content (text and images),
 the JSON-schema ``response_format``, and token usage. Requests are normalised further in the
 engine layer (``_chat``: tools, ``tool_choice``, legacy function calling), not in the adapters.
 """
@@ -17,9 +17,9 @@ from .errors import InvalidParameterError
 __all__ = [
     "Usage",
     "arguments_json",
+    "content_of",
     "json_schema_format",
     "parse_arguments",
-    "text_of",
     "tool_call",
     "usage_of",
 ]
@@ -57,27 +57,37 @@ def parse_arguments(text: str | None) -> dict[str, Any]:
     return value
 
 
-def text_of(content: str | Sequence[Any] | None, where: str) -> str:
-    """The text of a message's content (a string, or a list of parts joined by newlines).
+def content_of(
+    content: str | Sequence[Any] | None, where: str, *, images: bool = True
+) -> str | list[Any]:
+    """A message's content as the engine takes it: its text (parts joined by newlines), or,
+    when it holds images, the list of its text and ``image_url`` parts in order.
 
     Raises:
-        InvalidParameterError: A part holds an image, audio or a file: the engine reads text.
+        InvalidParameterError: A part holds audio or a file (or an image, with images=False).
     """
     if content is None or isinstance(content, str):
         return content or ""
     texts: list[str] = []
+    parts: list[Any] = []
     for part in content:
         if isinstance(part, str):
             texts.append(part)
+            parts.append({"type": "text", "text": part})
             continue
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind in _TEXT_PARTS or (kind is None and isinstance(part, Mapping) and "text" in part):
             texts.append(str(part.get("text", "")))
+            parts.append({"type": "text", "text": texts[-1]})
+        elif kind == "image_url" and images:
+            parts.append(part)
         elif kind not in _SKIPPED_PARTS:
             raise InvalidParameterError(
                 f"{where} has a {kind or type(part).__name__!r} content part; this model reads "
-                "text only"
+                + ("text and images only" if images else "text only")
             )
+    if len(parts) > len(texts):
+        return parts
     return "\n".join(texts)
 
 

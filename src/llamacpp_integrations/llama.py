@@ -22,6 +22,7 @@ from . import _core
 from ._chat import ChatCompletionMixin, read_grammar
 from ._completion import CompletionStream, ResponseMeta
 from ._embedding import EmbeddingMixin
+from ._images import MAX_IMAGE_BYTES, ImagePolicy
 from ._params import (
     bind_call,
     check_int,
@@ -126,6 +127,16 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
             have occurred before it drafts.
         draft_always: Verify every draft the drafter proposes (as llama-server does) instead of
             only those whose expected yield beats their cost.
+        mmproj_path: A vision projector GGUF (``mmproj``) made for this model: chat messages may
+            then hold images as OpenAI ``image_url`` parts (llama.cpp's mtmd library does the
+            image preprocessing and the vision encoder). A projector whose output width differs
+            from the model's raises ``ModelLoadError``.
+        allow_image_files: Image parts may name local files (paths or ``file://`` URLs).
+        allow_image_urls: Image parts may be ``http(s)`` URLs, fetched when the request is
+            made (off by default; ``data:`` URLs always work).
+        max_image_bytes: The most bytes one image may have (data, file or fetched).
+        max_image_pixels: The most pixels one image may have, checked on its header before it
+            is decoded.
         chat_format: Name of a llama.cpp built-in chat template for chat completions.
         chat_template: A Jinja chat template overriding the GGUF's own.
         progress_callback: Called with the load progress in [0, 1]; return False to cancel.
@@ -171,6 +182,11 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         draft_ngram_size: int = 3,
         draft_ngram_min_hits: int = 1,
         draft_always: bool = False,
+        mmproj_path: str | os.PathLike[str] | None = None,
+        allow_image_files: bool = True,
+        allow_image_urls: bool = False,
+        max_image_bytes: int = MAX_IMAGE_BYTES,
+        max_image_pixels: int = 50_000_000,
         chat_format: str | None = None,
         chat_template: str | None = None,
         progress_callback: Callable[[float], bool | None] | None = None,
@@ -214,6 +230,23 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
             progress_callback=progress_callback,
         )
         self._engine: _core.Engine | None = None
+        self._image_policy = ImagePolicy(
+            local_files=bool(allow_image_files),
+            remote=bool(allow_image_urls),
+            max_bytes=check_int(max_image_bytes, "max_image_bytes", 1),
+        )
+        self.mmproj_path = None if mmproj_path is None else os.fspath(mmproj_path)
+        projector = None
+        if self.mmproj_path is not None:
+            if vocab_only:
+                raise InvalidParameterError("mmproj_path needs the model's weights, not vocab_only")
+            projector = _core.Projector.load(
+                self._model,
+                self.mmproj_path,
+                n_threads=n_threads or -1,
+                use_gpu=n_gpu_layers != 0,
+                max_pixels=check_int(max_image_pixels, "max_image_pixels", 1),
+            )
         if not vocab_only:
             spec = speculative_type(speculative, draft_model_path)
             draft_model = None
@@ -256,6 +289,7 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
                 ngram_size=check_int(draft_ngram_size, "draft_ngram_size", 1),
                 ngram_min_hits=check_int(draft_ngram_min_hits, "draft_ngram_min_hits", 1),
                 draft_always=bool(draft_always),
+                vision=projector,
             )
         self._n_ctx_requested = n_ctx
         self._chat_templates: _core.ChatTemplates | None = None
@@ -372,6 +406,11 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
     def native_engine(self) -> _core.Engine:
         """The native engine (context, KV slots, worker)."""
         return self._require_engine()
+
+    @property
+    def supports_vision(self) -> bool:
+        """Chat messages may hold images: a vision projector is loaded (``mmproj_path``)."""
+        return self.mmproj_path is not None
 
     def n_ctx(self) -> int:
         """The context window in tokens."""

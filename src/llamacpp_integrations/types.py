@@ -78,6 +78,8 @@ class Timings(TypedDict):
     sample_ms: float
     draft_n: int
     draft_n_accepted: int
+    image_n: int
+    image_encode_ms: float
 
 
 class CompletionResponse(TypedDict):

@@ -52,6 +52,9 @@ class LlamaLoadFields(BaseModel):
     """URL of a GGUF file, downloaded once into the cache (resumed if interrupted)."""
     model_sha256: str | None = None
     """Expected SHA-256 (hex) of the file at ``model_url``."""
+    mmproj_path: str | None = None
+    """A vision projector GGUF for the model: ``HumanMessage`` content may then hold images
+    (``image_url`` parts, or LangChain's standard image blocks, base64 or URL)."""
     share_client: bool = True
     """Use the process's one ``Llama`` for this GGUF and these settings, shared with every
     other adapter that names them (one copy of the weights, one context and one scheduler for
@@ -127,6 +130,8 @@ class LlamaLoadFields(BaseModel):
             kwargs["lora_base"] = self.lora_base
         if self.n_gpu_layers is not None:
             kwargs["n_gpu_layers"] = self.n_gpu_layers
+        if self.mmproj_path is not None:
+            kwargs["mmproj_path"] = self.mmproj_path
         if self.rope_freq_scale is not None:
             kwargs["rope_freq_scale"] = self.rope_freq_scale
         if self.rope_freq_base is not None:

@@ -15,7 +15,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
 from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 
-from .._openai import parse_arguments, text_of, usage_of
+from .._openai import content_of, parse_arguments, usage_of
 from .._openai import tool_call as openai_tool_call
 
 __all__ = [
@@ -28,14 +28,16 @@ __all__ = [
 
 def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """LangChain messages as OpenAI chat messages: LangChain's own converter, then what it
-    leaves out (reasoning, legacy ``function_call``, ids of calls that have none) and text-only
-    content. A ``FunctionMessage`` stays a ``function`` message, which the engine pairs with
-    the call it answers."""
+    leaves out (reasoning, legacy ``function_call``, ids of calls that have none), and content
+    as text, or as text and ``image_url`` parts when it holds images (LangChain's converter
+    turns its standard image blocks, base64 or URL, into ``image_url`` parts). A
+    ``FunctionMessage`` stays a ``function`` message, which the engine pairs with the call it
+    answers."""
     out: list[dict[str, Any]] = []
     converted = convert_to_openai_messages(list(messages), text_format="string")
     for i, (m, msg) in enumerate(zip(messages, converted, strict=True)):
         msg = dict(msg)
-        msg["content"] = text_of(msg.get("content"), f"messages[{i}] ({msg.get('role')})")
+        msg["content"] = content_of(msg.get("content"), f"messages[{i}] ({msg.get('role')})")
         if isinstance(m, AIMessage):
             if m.tool_calls:
                 msg["tool_calls"] = [

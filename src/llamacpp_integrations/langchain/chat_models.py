@@ -12,6 +12,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
+from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import (
@@ -109,6 +110,25 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
     top_logprobs: int | None = None
     """Alternatives per token with ``logprobs``."""
     # ------------------------------------------------------------------ LangChain plumbing
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        client = self.client
+        vision = client.supports_vision if client is not None else self.mmproj_path is not None
+        urls = client is not None and client._image_policy.remote
+        return ModelProfile(
+            open_weights=True,
+            max_input_tokens=client.n_ctx() if client is not None else self.n_ctx,
+            text_inputs=True,
+            image_inputs=vision,
+            image_url_inputs=vision and urls,
+            pdf_inputs=False,
+            audio_inputs=False,
+            video_inputs=False,
+            text_outputs=True,
+            tool_calling=True,
+            tool_choice=True,
+            structured_output=True,
+        )
 
     @property
     def _llm_type(self) -> str:

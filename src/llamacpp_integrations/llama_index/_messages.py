@@ -14,6 +14,7 @@ from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
     CompletionResponse,
+    ImageBlock,
     LogProb,
     MessageRole,
     TextBlock,
@@ -59,33 +60,54 @@ def _openai_tool_call(call: Any, index: int) -> dict[str, Any]:
     return tool_call(fn.get("name", ""), fn.get("arguments"), call.get("id"), index)
 
 
+def _image_url(block: ImageBlock, index: int) -> str:
+    """An ImageBlock as the URL of an OpenAI image part: its bytes as a data: URL, its path or
+    its URL as they are (the engine's image policy decides what may be read or fetched)."""
+    if block.image is not None:
+        data = block.resolve_image(as_base64=True).read()
+        mime = block.image_mimetype or "image/png"
+        return f"data:{mime};base64,{data.decode('ascii')}"
+    if block.path is not None:
+        return str(block.path)
+    if block.url is not None:
+        return str(block.url)
+    raise InvalidParameterError(f"message {index} holds an ImageBlock with no image, path or url")
+
+
 def to_openai_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     """LlamaIndex messages to OpenAI chat messages (text, tool calls and tool results).
 
     Raises:
-        InvalidParameterError: A message holds an image, audio, video or document block: the
-            engine runs text-only models.
+        InvalidParameterError: A message holds an audio, video or document block (images
+            need a vision projector: ``mmproj_path``).
     """
     out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         role = _ROLES.get(message.role, str(getattr(message.role, "value", message.role)))
         texts: list[str] = []
+        parts: list[dict[str, Any]] = []  # text and images in order, once an image appears
         calls: list[Any] = []
         for block in message.blocks:
             if isinstance(block, TextBlock):
                 texts.append(block.text)
+                parts.append({"type": "text", "text": block.text})
+            elif isinstance(block, ImageBlock):
+                parts.append({"type": "image_url", "image_url": {"url": _image_url(block, i)}})
             elif isinstance(block, ToolCallBlock):
                 calls.append(block)
             elif isinstance(block, (ThinkingBlock, CachePoint)):
                 continue  # reasoning is not sent back; cache points mean nothing here
             else:
                 raise InvalidParameterError(
-                    f"message {i} holds a {type(block).__name__}: LlamaCPP runs text-only "
-                    "models, so messages may hold text and tool calls only"
+                    f"message {i} holds a {type(block).__name__}: messages may hold text, "
+                    "images (with a vision projector) and tool calls only"
                 )
         if not calls:
             calls = list(message.additional_kwargs.get("tool_calls") or [])
-        item: dict[str, Any] = {"role": role, "content": "\n".join(texts)}
+        content: str | list[dict[str, Any]] = "\n".join(texts)
+        if len(parts) > len(texts):
+            content = parts
+        item: dict[str, Any] = {"role": role, "content": content}
         if calls and role == "assistant":
             item["tool_calls"] = [_openai_tool_call(c, n) for n, c in enumerate(calls)]
             if not item["content"]:

@@ -128,6 +128,9 @@ class Serving:
                     "draft_model_path": cfg.draft_model_path,
                     "draft_max": cfg.draft_max or s.draft_max,
                     "draft_always": s.draft_always,
+                    "mmproj_path": cfg.mmproj_path,
+                    "allow_image_files": False,  # a client must not read the server's files
+                    "allow_image_urls": s.allow_image_urls,
                     "verbose": s.verbose,
                 }
                 if cfg.n_batch:

@@ -42,6 +42,8 @@ class ModelConfig(BaseModel):
     draft_model_path: str | None = None
     """A draft GGUF sharing the model's vocabulary (speculative "draft")."""
     draft_max: int | None = Field(default=None, ge=1)
+    mmproj_path: str | None = None
+    """A vision projector GGUF for the model: chat messages may then hold images."""
 
 
 def _split(value: Any) -> Any:
@@ -64,6 +66,11 @@ class ServerSettings(BaseSettings):
     """GGUF files to serve (repeatable); none: the default model."""
     model_alias: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Aliases of the --model files, in order."""
+    mmproj: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Vision projector GGUFs of the --model files, in order (images in chat messages)."""
+    allow_image_urls: bool = False
+    """Fetch http(s) image URLs in chat messages (off: images come as data: URLs). Local
+    files are never read for a client."""
     config: str | None = None
     """A YAML or JSON file: {"models": [{"path", "alias", "n_ctx", ...}], and any setting}."""
     host: str = "127.0.0.1"
@@ -99,7 +106,7 @@ class ServerSettings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=list)
     """From the config file only."""
 
-    @field_validator("model", "model_alias", "api_key", "cors_origin", mode="before")
+    @field_validator("model", "model_alias", "mmproj", "api_key", "cors_origin", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split(value)
@@ -109,10 +116,12 @@ class ServerSettings(BaseSettings):
         out = list(self.models)
         for i, path in enumerate(self.model):
             alias = self.model_alias[i] if i < len(self.model_alias) else None
-            out.append(ModelConfig(path=path, alias=alias))
+            mmproj = self.mmproj[i] if i < len(self.mmproj) else None
+            out.append(ModelConfig(path=path, alias=alias, mmproj_path=mmproj))
         if not out:
             alias = self.model_alias[0] if self.model_alias else None
-            out.append(ModelConfig(path=None, alias=alias))
+            mmproj = self.mmproj[0] if self.mmproj else None
+            out.append(ModelConfig(path=None, alias=alias, mmproj_path=mmproj))
         return out
 
     def keys(self) -> list[str]:
@@ -149,7 +158,7 @@ def build_parser(prog: str = "llamacpp-integrations serve") -> argparse.Argument
         help_text = (field.description or "") + f" (env LLAMACPP_SERVER_{name.upper()})"
         if field.annotation is bool or name == "verbose":
             parser.add_argument(flag, action="store_true", default=None, help=help_text)
-        elif name in ("model", "model_alias", "api_key", "cors_origin"):
+        elif name in ("model", "model_alias", "mmproj", "api_key", "cors_origin"):
             parser.add_argument(flag, action="append", default=None, help=help_text)
         elif name == "flash_attn":
             parser.add_argument(flag, choices=["on", "off"], default=None, help=help_text)

@@ -99,6 +99,10 @@ def _fetch(url: str, where: str, policy: ImagePolicy) -> bytes:
             data = bytes(response.read(policy.max_bytes + 1))
     except InvalidParameterError:
         raise
+    except urllib.error.HTTPError as e:
+        raise InvalidParameterError(
+            f"{where}: could not fetch {url!r}: HTTP {e.code} {e.reason}"
+        ) from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise InvalidParameterError(f"{where}: could not fetch {url!r}: {reason}") from e

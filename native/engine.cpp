@@ -233,6 +233,21 @@ void init_engine(nb::module_ & m) {
              "Renders, tokenizes and queues a chat request whole; the result carries the parsed message "
              "and, when streaming, each event the deltas of the message. Raises before queuing when "
              "something is wrong.")
+        .def("chat_tokens",
+             [](py_engine & self, const lci::chat_templates & templates, std::string messages_json,
+                std::string tools_json, std::vector<nb::bytes> images) {
+                 lci::chat_request chat = make_chat_request(std::move(messages_json), std::move(tools_json), "auto",
+                                                            true, "", false, "", true, true, true, {});
+                 for (const auto & img : images) {
+                     chat.images.emplace_back(img.c_str(), img.size());
+                 }
+                 nb::gil_scoped_release release;
+                 return self.get().chat_tokens(templates, chat);
+             },
+             nb::arg("templates"), nb::arg("messages_json"), nb::kw_only(), nb::arg("tools_json") = "",
+             nb::arg("images") = std::vector<nb::bytes>{},
+             "The prompt tokens a chat request renders to, images included (each image position "
+             "holds a negative placeholder id); nothing is queued.")
         .def("embed",
              [](py_engine & self, const std::vector<std::vector<llama_token>> & inputs, int32_t normalize) {
                  return self.get().embed(inputs, normalize);

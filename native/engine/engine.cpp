@@ -231,25 +231,37 @@ std::shared_ptr<request_state> engine::submit(completion_request req) {
     return rs;
 }
 
-std::shared_ptr<request_state> engine::submit_chat(const chat_templates & templates, const chat_request & chat,
-                                                   completion_request req) {
-    if (closed_) {
-        throw engine_closed_error("the engine is closed");
-    }
+std::shared_ptr<const chat_prompt> engine::render_chat(const chat_templates & templates, const chat_request & chat,
+                                                       completion_request & req) const {
     if (!chat.images.empty() && !params_.vision) {
         throw invalid_argument_error("the messages hold " + std::to_string(chat.images.size()) +
                                      " images but the model has no vision projector; load one with mmproj_path=...");
     }
     std::shared_ptr<const chat_prompt> prompt = templates.apply(chat);
-    prompt->configure(*model_, req.sampling);
-    req.stop.insert(req.stop.end(), prompt->stops.begin(), prompt->stops.end());
     if (prompt->media_marker.empty()) {
         req.prompt = prompt->tokens;
     } else {
         params_.vision->tokenize(prompt->prompt, prompt->media_marker, chat.images, req.prompt, req.media);
     }
+    return prompt;
+}
+
+std::shared_ptr<request_state> engine::submit_chat(const chat_templates & templates, const chat_request & chat,
+                                                   completion_request req) {
+    if (closed_) {
+        throw engine_closed_error("the engine is closed");
+    }
+    std::shared_ptr<const chat_prompt> prompt = render_chat(templates, chat, req);
+    prompt->configure(*model_, req.sampling);
+    req.stop.insert(req.stop.end(), prompt->stops.begin(), prompt->stops.end());
     req.chat = std::move(prompt);
     return submit(std::move(req));
+}
+
+std::vector<llama_token> engine::chat_tokens(const chat_templates & templates, const chat_request & chat) const {
+    completion_request req;
+    render_chat(templates, chat, req);
+    return req.prompt;
 }
 
 void engine::run_exclusive(const std::function<void(llama_context *)> & fn) {

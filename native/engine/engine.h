@@ -198,6 +198,9 @@ public:
     // and invalid_argument_error for malformed messages or tools.
     std::shared_ptr<request_state> submit_chat(const chat_templates & templates, const chat_request & chat,
                                                completion_request req);
+    // The prompt tokens a chat request renders to (an image's positions hold its placeholders),
+    // without queueing anything.
+    std::vector<llama_token> chat_tokens(const chat_templates & templates, const chat_request & chat) const;
 
     // Embeddings of each input (token ids), one vector of n_embd floats per input. Uses the
     // model's pooling, or the mean over the tokens for models without one; normalize: -1 none,
@@ -260,6 +263,9 @@ private:
     };
 
     friend struct active_request;
+    // Renders and tokenizes a chat request into req.prompt (and req.media); returns the prompt.
+    std::shared_ptr<const chat_prompt> render_chat(const chat_templates & templates, const chat_request & chat,
+                                                   completion_request & req) const;
     void worker_main();
     // Fails every active request with err and frees their slots (the worker's exception barrier,
     // and close()).

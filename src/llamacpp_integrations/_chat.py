@@ -519,11 +519,18 @@ class ChatCompletionMixin:
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> int:
-        """Prompt tokens these messages (and tools) take once rendered by the chat template."""
+        """Prompt tokens these messages (and tools) take once rendered by the chat template,
+        each image's tokens included."""
         tools_json = _json(list(tools), "tools") if tools else ""
-        messages = pair_function_messages(messages)
-        prompt = self.chat_templates.apply(_json(list(messages), "messages"), tools_json=tools_json)
-        return len(prompt.tokens)
+        messages, images = extract_images(pair_function_messages(messages), self._image_policy)
+        messages_json = _json(list(messages), "messages")
+        if images:
+            engine = self._require_engine()
+            tokens = engine.chat_tokens(
+                self.chat_templates, messages_json, tools_json=tools_json, images=images
+            )
+            return len(tokens)
+        return len(self.chat_templates.apply(messages_json, tools_json=tools_json).tokens)
 
     def submit_chat_completion(
         self, messages: Sequence[Mapping[str, Any]], *, stream: bool = False, **kwargs: Any

@@ -466,6 +466,18 @@ class Engine:
         Renders, tokenizes and queues a chat request whole; the result carries the parsed message and, when streaming, each event the deltas of the message. Raises before queuing when something is wrong.
         """
 
+    def chat_tokens(
+        self,
+        templates: ChatTemplates,
+        messages_json: str,
+        *,
+        tools_json: str = "",
+        images: Sequence[bytes] = [],
+    ) -> list[int]:
+        """
+        The prompt tokens a chat request renders to, images included (each image position holds a negative placeholder id); nothing is queued.
+        """
+
     def embed(self, inputs: Sequence[Sequence[int]], normalize: int = 2) -> list[list[float]]:
         """
         One embedding per input (token ids): the model's pooling, or the mean over the tokens. normalize: -1 none, 2 unit length.

@@ -130,6 +130,9 @@ def test_image_adds_the_tokens_the_architecture_implies(
     path = TEST_JPEG if name == "jpeg" else files[name]
     with_image = ask(vlm, user("What is this?", image(path)), max_tokens=1)
     without = ask(vlm, [{"role": "user", "content": "What is this?"}], max_tokens=1)
+    assert vlm.count_chat_tokens(user("What is this?", image(path))) == (
+        with_image["usage"]["prompt_tokens"]
+    )
     added = with_image["usage"]["prompt_tokens"] - without["usage"]["prompt_tokens"]
     assert added == expected_image_tokens(*size) + expected_marker_tokens(*size)
     # each tile and the overview is one encoded chunk
@@ -379,6 +382,8 @@ def test_langchain_image_blocks(vlm: Llama, files: dict[str, Path]) -> None:
         )
         assert reply.content == expected, block["type"]
         assert reply.usage_metadata is not None and reply.usage_metadata["input_tokens"] > 80
+    message = HumanMessage(content=[{"type": "text", "text": "Describe the image."}, blocks[1]])
+    assert chat.get_num_tokens_from_messages([message]) == reply.usage_metadata["input_tokens"]
     plain = ChatLlamaCpp(model_path=default_model_path(), n_ctx=256, share_client=True)
     assert plain.profile is not None and plain.profile["image_inputs"] is False
 

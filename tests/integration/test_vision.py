@@ -130,8 +130,9 @@ def test_image_adds_the_tokens_the_architecture_implies(
     path = TEST_JPEG if name == "jpeg" else files[name]
     with_image = ask(vlm, user("What is this?", image(path)), max_tokens=1)
     without = ask(vlm, [{"role": "user", "content": "What is this?"}], max_tokens=1)
-    assert vlm.count_chat_tokens(user("What is this?", image(path))) == (
-        with_image["usage"]["prompt_tokens"]
+    assert (
+        vlm.count_chat_tokens(user("What is this?", image(path)))
+        == (with_image["usage"]["prompt_tokens"])
     )
     added = with_image["usage"]["prompt_tokens"] - without["usage"]["prompt_tokens"]
     assert added == expected_image_tokens(*size) + expected_marker_tokens(*size)

@@ -6,7 +6,9 @@ Targets:
 - ``schema``: JSON (bytes, often a schema) turned into a grammar;
 - ``template``: chat messages and tools, rendered by the model's template (``count_chat_tokens``);
 - ``tokens``: tokenize arbitrary bytes, detokenize arbitrary token ids;
-- ``gguf``: a GGUF file from bytes (a real vocabulary file, mutated), loaded vocabulary-only.
+- ``gguf``: a GGUF file from bytes (a real vocabulary file, mutated), loaded vocabulary-only;
+- ``image``: image bytes (a PNG, a BMP and a GIF, mutated) in a chat message, decoded, checked,
+  preprocessed and tokenized by the vision projector (tests/vision_model.py) without generating.
 
 Each input must succeed or raise a ``LlamaError`` (or ``TypeError``/``ValueError``); anything
 else, and any crash, is a finding: libFuzzer stops and writes the input to
@@ -20,6 +22,7 @@ test_corpus.py) once fixed.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -27,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-TARGETS = ("grammar", "schema", "template", "tokens", "gguf")
+TARGETS = ("grammar", "schema", "template", "tokens", "gguf", "image")
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "build" / "fuzz"
 
@@ -69,8 +72,22 @@ def run_target(name: str, libfuzzer_args: list[str]) -> None:
         from llamacpp_integrations import Llama, LlamaError, default_model_path
 
     allowed = (LlamaError, TypeError, ValueError)
-    llm = None if name == "gguf" else Llama(str(default_model_path()), n_ctx=256, n_seq_max=1)
     tmp = Path(tempfile.mkdtemp(prefix="fuzz-gguf-"))
+    if name == "image":
+        sys.path.insert(0, str(ROOT / "tests"))
+        from vision_model import write_projector, write_text_model
+
+        write_projector(tmp / "mmproj.gguf")
+        write_text_model(default_model_path(), tmp / "vlm.gguf")
+        llm = Llama(
+            str(tmp / "vlm.gguf"),
+            mmproj_path=str(tmp / "mmproj.gguf"),
+            n_ctx=256,
+            n_seq_max=1,
+            max_image_pixels=1 << 20,
+        )
+    else:
+        llm = None if name == "gguf" else Llama(str(default_model_path()), n_ctx=256, n_seq_max=1)
 
     def one_input(data: bytes) -> None:
         fdp = atheris.FuzzedDataProvider(data)
@@ -106,6 +123,11 @@ def run_target(name: str, libfuzzer_args: list[str]) -> None:
                 ids = llm.tokenize(text, add_bos=fdp.ConsumeBool(), special=fdp.ConsumeBool())
                 llm.detokenize(ids)
                 llm.detokenize([fdp.ConsumeIntInRange(-(2**31), 2**31 - 1) for _ in range(8)])
+            elif name == "image":
+                assert llm is not None
+                url = "data:image/png;base64," + base64.b64encode(data).decode()
+                part = {"type": "image_url", "image_url": {"url": url}}
+                llm.count_chat_tokens([{"role": "user", "content": [part]}])
             elif name == "gguf":
                 path = tmp / "input.gguf"
                 path.write_bytes(data)
@@ -127,7 +149,24 @@ def seed_dir(name: str) -> Path:
         "template": json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode(),
         "tokens": b"\x00\x10Hello, world! \xc3\xa9",
     }
-    if name == "gguf":
+    if name == "image":
+        sys.path.insert(0, str(ROOT / "tests"))
+        import numpy as np
+        from vision_model import write_png
+
+        pixels = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+        write_png(d / "png", pixels)
+        # a 2 x 2 24-bit BMP and a 1 x 1 GIF, by hand
+        row = b"\x00\x00\xff\xff\x00\x00\x00\x00"
+        dib = (40).to_bytes(4, "little") + (2).to_bytes(4, "little") * 2 + b"\x01\x00\x18\x00"
+        dib += bytes(24)
+        (d / "bmp").write_bytes(b"BM" + (70).to_bytes(4, "little") + bytes(4)
+                                + (54).to_bytes(4, "little") + dib + row * 2)  # fmt: skip
+        (d / "gif").write_bytes(
+            b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\x00\x00\x00\x00\x00"
+            b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+        )
+    elif name == "gguf":
         sys.path.insert(0, str(ROOT / "tests"))
         from engine_source import engine_models_dir
 

@@ -443,6 +443,13 @@ def from_hub(cls: Callable[..., T], repo_id: str, filename: str, kwargs: dict[st
     as :func:`hub_model_path`; ``filename`` may be a pattern) and returns
     ``cls(model_path=<the file>, **kwargs)``. The :data:`HUB_OPTIONS` among ``kwargs``
     (``additional_files``, ``local_dir``, ``cache_dir``, ``revision``, ``token``,
-    ``local_files_only``) go to the download, every other keyword to ``cls``."""
+    ``local_files_only``) go to the download, every other keyword to ``cls``; ``mmproj_filename``
+    names a vision projector of the same repository, downloaded too and passed as
+    ``mmproj_path``."""
     hub = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs}
-    return cls(model_path=hub_model_path(repo_id, filename, **hub), **kwargs)
+    mmproj = kwargs.pop("mmproj_filename", None)
+    path = hub_model_path(repo_id, filename, **hub)
+    if mmproj is not None:
+        hub.pop("additional_files", None)
+        kwargs["mmproj_path"] = hub_model_path(repo_id, mmproj, **hub)
+    return cls(model_path=path, **kwargs)

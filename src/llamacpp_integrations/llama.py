@@ -314,6 +314,7 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         revision: str | None = None,
         token: str | bool | None = None,
         local_files_only: bool | None = None,
+        mmproj_filename: str | None = None,
         **kwargs: Any,
     ) -> Llama:
         """Downloads a GGUF model from the Hugging Face Hub (once) and loads it, as in
@@ -335,6 +336,8 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
             token: A Hub token for gated or private repositories (default: the saved login
                 or ``HF_TOKEN``).
             local_files_only: Use the cached file and make no request (as ``HF_HUB_OFFLINE=1``).
+            mmproj_filename: A vision projector of the same repository (a name or a pattern,
+                e.g. ``"mmproj-*.gguf"``), downloaded too and loaded as ``mmproj_path``.
             **kwargs: The keyword arguments of :class:`Llama` (``n_ctx``, ``n_gpu_layers``, ...).
 
         Returns:
@@ -347,17 +350,17 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
         """
         from .hub import hub_model_path
 
-        path = hub_model_path(
-            repo_id,
-            filename,
-            additional_files=additional_files,
-            local_dir=local_dir,
-            local_dir_use_symlinks=local_dir_use_symlinks,
-            cache_dir=cache_dir,
-            revision=revision,
-            token=token,
-            local_files_only=local_files_only,
-        )
+        options: dict[str, Any] = {
+            "local_dir": local_dir,
+            "local_dir_use_symlinks": local_dir_use_symlinks,
+            "cache_dir": cache_dir,
+            "revision": revision,
+            "token": token,
+            "local_files_only": local_files_only,
+        }
+        path = hub_model_path(repo_id, filename, additional_files=additional_files, **options)
+        if mmproj_filename is not None:
+            kwargs["mmproj_path"] = hub_model_path(repo_id, mmproj_filename, **options)
         return cls(model_path=path, **kwargs)
 
     # ------------------------------------------------------------------ lifecycle

@@ -238,12 +238,12 @@ def test_closing_a_stream_stops_generation(li_llm: LlamaCPP) -> None:
     assert li_llm.complete("Say hi.", max_tokens=2).text
 
 
-def test_image_blocks_are_refused_clearly(li_llm: LlamaCPP) -> None:
+def test_image_blocks_without_a_projector_are_refused_clearly(li_llm: LlamaCPP) -> None:
     message = ChatMessage(
         role="user",
         blocks=[TextBlock(text="What is this?"), ImageBlock(image=b"\x89PNG", image_mimetype="x")],
     )
-    with pytest.raises(InvalidParameterError, match="text-only"):
+    with pytest.raises(InvalidParameterError, match="no vision projector"):
         li_llm.chat([message])
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import http.server
 import struct
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -431,3 +432,35 @@ def test_server_image_parts(files: dict[str, Path]) -> None:
             assert why in r.json()["error"]["message"]
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------- the Hub
+
+
+def test_from_pretrained_downloads_the_projector_too(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """``mmproj_filename`` on ``Llama.from_pretrained`` and the adapters', against the stand-in
+    Hub of tests/unit/test_hub.py on 127.0.0.1."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+    from test_hub import Env, FakeHub, Repo
+
+    hub = FakeHub()
+    hub.start()
+    try:
+        projector = files["projector"].read_bytes()
+        hub.repos["me/vlm-GGUF"] = Repo(
+            {"vlm-Q4_1.gguf": files["text"].read_bytes(), "mmproj-vlm-f32.gguf": projector}
+        )
+        result = Env(hub, tmp_path / "hf").call(
+            _call="vision",
+            repo_id="me/vlm-GGUF",
+            filename="vlm-*.gguf",
+            mmproj_filename="mmproj-*.gguf",
+        )
+        assert "error" not in result, result
+        assert Path(result["mmproj"]).read_bytes() == projector
+        assert Path(result["path"]).name == "vlm-Q4_1.gguf"
+        assert result["vision"] == [True, True, True]
+    finally:
+        hub.stop()

@@ -223,6 +223,15 @@ try:
         out = {"paths": [chat.llama.model_path, emb.llama.model_path, li.model_path],
                "temperature": chat.temperature, "shared": chat.llama is emb.llama,
                "tokens": li.tokenize("Hello world")}
+    elif call == "vision":
+        from llamacpp_integrations import Llama
+        from llamacpp_integrations.langchain import ChatLlamaCpp
+        from llamacpp_integrations.llama_index import LlamaCPP
+        llm = Llama.from_pretrained(**args, n_ctx=256, n_threads=2)
+        chat = ChatLlamaCpp.from_pretrained(**args, n_ctx=256)
+        li = LlamaCPP.from_pretrained(**args, context_window=256)
+        out = {"path": llm.model_path, "mmproj": llm.mmproj_path, "vision": [
+            llm.supports_vision, chat.llama.supports_vision, li._client.supports_vision]}
     else:
         from llamacpp_integrations import Llama
         direct = args.pop("_direct")

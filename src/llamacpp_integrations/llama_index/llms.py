@@ -213,6 +213,7 @@ class LlamaCPP(ClientMixin, ToolCallingMixin, StructuredOutputMixin, FunctionCal
         client: Llama | None = None,
         model_sha256: str | None = None,
         share_client: bool = True,
+        mmproj_path: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> None:
         """Loads the model (or shares ``client``).
@@ -245,6 +246,8 @@ class LlamaCPP(ClientMixin, ToolCallingMixin, StructuredOutputMixin, FunctionCal
             model_sha256: Expected SHA-256 (hex) of the file at ``model_url``.
             share_client: Use the process's one ``Llama`` for this GGUF and these settings,
                 shared with every adapter that names them (False: load a separate one).
+            mmproj_path: A vision projector GGUF for the model (as ``model_kwargs``'
+                ``mmproj_path``): chat messages may then hold ``ImageBlock``s.
             **kwargs: Other LlamaIndex ``LLM`` fields.
 
         Raises:
@@ -263,7 +266,10 @@ class LlamaCPP(ClientMixin, ToolCallingMixin, StructuredOutputMixin, FunctionCal
             context_window=context_window,
             callback_manager=callback_manager or CallbackManager([]),
             generate_kwargs=dict(generate_kwargs or {}),
-            model_kwargs=dict(model_kwargs or {}),
+            model_kwargs={
+                **(model_kwargs or {}),
+                **({"mmproj_path": os.fspath(mmproj_path)} if mmproj_path is not None else {}),
+            },
             verbose=verbose,
             system_prompt=system_prompt,
             messages_to_prompt=messages_to_prompt,

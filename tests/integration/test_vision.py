@@ -464,3 +464,37 @@ def test_from_pretrained_downloads_the_projector_too(
         assert result["vision"] == [True, True, True]
     finally:
         hub.stop()
+
+
+# --------------------------------------------------------------------------- langchain-tests
+
+
+class TestLangChainStandardImageInputs:
+    """langchain-tests' own ``test_image_inputs`` on ChatLlamaCpp with a projector: an OpenAI
+    ``image_url`` part and LangChain's standard base64 image block. The suite downloads its
+    image with ``httpx.get``; here that call answers with a local PNG (no network in CI). URL
+    blocks are off, as fetching is by default (``allow_image_urls``)."""
+
+    supports_image_inputs = True
+    supports_image_urls = False
+
+    def test_image_inputs(
+        self, vlm: Llama, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import langchain_tests.integration_tests.chat_models as suite
+
+        from llamacpp_integrations.langchain import ChatLlamaCpp
+
+        class Local:
+            content = files["noise"].read_bytes()
+
+        urls: list[str] = []
+        monkeypatch.setattr(suite.httpx, "get", lambda url, **kw: urls.append(url) or Local())
+        chat = ChatLlamaCpp(client=vlm, temperature=0, max_tokens=8)
+        vlm.reset()
+        suite.ChatModelIntegrationTests.test_image_inputs(self, chat)  # type: ignore[arg-type]
+        assert len(urls) == 1
+        # the images reached the engine: a slot's cache holds image placeholders
+        engine = vlm.native_engine
+        cached = [engine.cached_tokens(i) for i in range(engine.n_seq_max)]
+        assert any(t < -1 for tokens in cached for t in tokens)

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <mutex>
 
 namespace lci {
@@ -32,6 +33,8 @@ template <typename F> std::string read_string(F && getter) {
     return std::string(buf.data(), (size_t) n);
 }
 
+void check_gguf_value_types(std::ifstream & f, const std::string & path);
+
 void check_gguf_file(const std::string & path) {
     namespace fs = std::filesystem;
     std::error_code ec;
@@ -53,6 +56,70 @@ void check_gguf_file(const std::string & path) {
     f.read(magic, 4);
     if (f.gcount() < 4 || std::memcmp(magic, "GGUF", 4) != 0) {
         throw model_load_error("not a GGUF file (bad magic bytes): " + path);
+    }
+    check_gguf_value_types(f, path);
+}
+
+// Walks the key/value section and refuses a value type id outside GGUF's: llama.cpp's reader
+// loads the id into its enum before it checks it, which is undefined behaviour (UBSan reports
+// it). Everything else (truncation, absurd sizes) is left to llama.cpp, whose messages name it:
+// the walk just stops where the file ends or stops making sense.
+void check_gguf_value_types(std::ifstream & f, const std::string & path) {
+    constexpr uint32_t kString = 8, kArray = 9, kTypeCount = 13;
+    auto size_of = [](uint32_t t) -> uint64_t {
+        static const uint64_t sizes[kTypeCount] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+        return sizes[t];
+    };
+    auto read_u32 = [&](uint32_t & v) { return static_cast<bool>(f.read(reinterpret_cast<char *>(&v), 4)); };
+    auto read_u64 = [&](uint64_t & v) { return static_cast<bool>(f.read(reinterpret_cast<char *>(&v), 8)); };
+    auto skip = [&](uint64_t n) {
+        if (n > (uint64_t) std::numeric_limits<std::streamoff>::max() / 2) {
+            return false;
+        }
+        if (n > (1u << 20)) { // seekg() drops the read buffer: only for long skips
+            f.seekg((std::streamoff) n, std::ios::cur);
+            return f.good() && f.peek() != std::ifstream::traits_type::eof();
+        }
+        f.ignore((std::streamsize) n);
+        return static_cast<bool>(f) && (uint64_t) f.gcount() == n;
+    };
+    auto bad_type = [&](uint64_t kv, uint32_t t) {
+        throw model_load_error("invalid GGUF file " + path + ": key/value " + std::to_string(kv) +
+                               " has value type " + std::to_string(t) + " (valid types are 0-12)");
+    };
+    uint32_t version = 0;
+    uint64_t n_tensors = 0, n_kv = 0;
+    if (!read_u32(version) || version < 2 || !read_u64(n_tensors) || !read_u64(n_kv)) {
+        return; // llama.cpp explains a bad version or a truncated header
+    }
+    for (uint64_t kv = 0; kv < n_kv; ++kv) {
+        uint64_t key_len = 0;
+        uint32_t type = 0;
+        if (!read_u64(key_len) || !skip(key_len) || !read_u32(type)) {
+            return;
+        }
+        if (type >= kTypeCount) {
+            bad_type(kv, type);
+        }
+        uint64_t count = 1;
+        if (type == kArray) {
+            if (!read_u32(type) || !read_u64(count)) {
+                return;
+            }
+            if (type >= kTypeCount || type == kArray) {
+                bad_type(kv, type);
+            }
+        }
+        if (type == kString) {
+            for (uint64_t i = 0; i < count; ++i) {
+                uint64_t len = 0;
+                if (!read_u64(len) || !skip(len)) {
+                    return;
+                }
+            }
+        } else if (count > std::numeric_limits<uint64_t>::max() / 8 || !skip(count * size_of(type))) {
+            return;
+        }
     }
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import selectors
 import struct
@@ -30,7 +31,9 @@ ALLOWED = {
     "ContextWindowExceededError", "KVCacheFullError", "DecodeError",
     "TypeError", "ValueError", "ValidationError",
 }  # fmt: skip
-CASE_TIMEOUT_S = 60  # generous: a slow machine must never fail a legal case
+# generous: a slow machine must never fail a legal case; tests/sanitize.sh scales it (a sanitized
+# build runs several times slower)
+CASE_TIMEOUT_S = 60 * float(os.environ.get("LLAMACPP_TEST_TIME_SCALE", "1"))
 WORKER = Path(__file__).resolve().parents[1] / "corpus_worker.py"
 MARK = "@@corpus@@ "
 

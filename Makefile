@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 # pip options for the editable developer install (incremental native rebuilds on import)
 DEV_FLAGS = --no-build-isolation -Ceditable.rebuild=true
 
-.PHONY: help install dev deps test test-unit test-integration fuzz lint stubs bench openblas clean
+.PHONY: help install dev deps test test-unit test-integration fuzz asan lint stubs bench openblas clean
 FUZZ_SECONDS ?= 300
 
 help: ## list the targets
@@ -35,6 +35,9 @@ lint: ## ruff (check + format) and mypy
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
+
+asan: ## build with AddressSanitizer + UBSan (build/asan) and run unit, corpus, concurrency, vision tests
+	bash tests/sanitize.sh
 
 stubs: ## regenerate src/llamacpp_integrations/_core.pyi from the built module
 	$(PYTHON) -m nanobind.stubgen -m llamacpp_integrations._core -o src/llamacpp_integrations/_core.pyi

@@ -310,8 +310,14 @@ def test_image_to_a_model_without_projector(llm: Llama, files: dict[str, Path]) 
 
 class _Images(http.server.BaseHTTPRequestHandler):
     routes: ClassVar[dict[str, bytes]] = {}
+    # /held.png: the request is noted (asked), and answered once hold is set
+    asked: ClassVar[threading.Event] = threading.Event()
+    hold: ClassVar[threading.Event] = threading.Event()
 
     def do_GET(self) -> None:
+        if self.path == "/held.png":
+            self.asked.set()
+            self.hold.wait(120)
         body = self.routes.get(self.path)
         if body is None:
             self.send_error(404)
@@ -328,7 +334,9 @@ class _Images(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def image_server(files: dict[str, Path]) -> Iterator[str]:
-    _Images.routes = {"/noise.png": files["noise"].read_bytes(), "/big.png": b"\0" * 300_000}
+    noise = files["noise"].read_bytes()
+    _Images.routes = {"/noise.png": noise, "/held.png": noise, "/big.png": b"\0" * 300_000}
+    _Images.hold.set()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Images)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -406,11 +414,14 @@ def test_llama_index_image_blocks(vlm: Llama, files: dict[str, Path]) -> None:
 # --------------------------------------------------------------------------- server
 
 
-def test_server_image_parts(files: dict[str, Path]) -> None:
+def test_server_image_parts(files: dict[str, Path], image_server: str) -> None:
+    """Images over HTTP; a fetch in progress holds no one else up (the image stand-in answers
+    only once the test has seen the server answer /health meanwhile)."""
+    import httpx
     from test_server import Server, post
 
     server = Server(
-        ["--model", str(files["text"]), "--mmproj", str(files["projector"]),
+        ["--model", str(files["text"]), "--mmproj", str(files["projector"]), "--allow-image-urls",
          "--n-ctx", "1024", "--n-seq-max", "2", "--n-threads", "2"]
     )  # fmt: skip
     try:
@@ -425,12 +436,28 @@ def test_server_image_parts(files: dict[str, Path]) -> None:
         for bad, why in [
             (image(str(files["noise"])), "reading local image files is off"),
             (b64(b"not an image"), "could not be read as an image"),
-            (image("http://127.0.0.1:9/x.png"), "fetching http"),
+            (image("http://127.0.0.1:9/x.png"), "could not fetch"),
         ]:
             r = post(server, "/v1/chat/completions", {**body, "messages": user("x", bad)})
             assert r.status_code == 400, r.text
             assert why in r.json()["error"]["message"]
+
+        _Images.asked.clear()
+        _Images.hold.clear()
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(
+                post,
+                server,
+                "/v1/chat/completions",
+                {**body, "messages": user("x", image(image_server + "/held.png"))},
+            )
+            assert _Images.asked.wait(60)  # the server is fetching the image now
+            health = httpx.get(server.url + "/health", timeout=30)
+            assert health.status_code == 200 and not slow.done()
+            _Images.hold.set()
+            assert slow.result().status_code == 200
     finally:
+        _Images.hold.set()
         server.stop()
 
 

@@ -86,7 +86,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     model.admit(body.n, serving.metrics)
     if body.stream:
         try:
-            handles = serving.start_chat(model, body)
+            handles = await serving.start_chat(model, body)
         except BaseException:
             model.release(body.n, serving.metrics)
             raise

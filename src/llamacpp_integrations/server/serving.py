@@ -82,6 +82,13 @@ def _sampling_kwargs(req: SamplingFields) -> dict[str, Any]:
     return out
 
 
+def _has_image(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return isinstance(content, list) and any(
+        isinstance(p, dict) and p.get("type") == "image_url" for p in content
+    )
+
+
 def _seed_for(req: SamplingFields, i: int) -> dict[str, Any]:
     # choice i of n gets its own seed, so that sampled choices differ yet stay reproducible
     if req.seed is not None:
@@ -237,17 +244,25 @@ class Serving:
                 kw[name] = value
         return kw
 
-    def start_chat(
+    async def start_chat(
         self, model: ServedModel, req: ChatCompletionRequest
     ) -> list[ChatCompletionStream]:
         kw = self._chat_kwargs(req)
-        return self._submit_all(
-            req,
-            [req.messages],
-            lambda messages, seed: model.llama.submit_chat_completion(
-                messages, stream=req.stream, model=model.alias, **kw, **seed
-            ),
-        )
+
+        def submit() -> list[ChatCompletionStream]:
+            return self._submit_all(
+                req,
+                [req.messages],
+                lambda messages, seed: model.llama.submit_chat_completion(
+                    messages, stream=req.stream, model=model.alias, **kw, **seed
+                ),
+            )
+
+        if any(_has_image(m) for m in req.messages):
+            # decoding, checking and preprocessing images (and fetching URLs) takes milliseconds
+            # to seconds: off the event loop, which serves the other requests meanwhile
+            return await asyncio.to_thread(submit)
+        return submit()
 
     def _submit_all(self, req: SamplingFields, inputs: Sequence[Any], submit: Any) -> list[Any]:
         """``req.n`` requests per input (choice i seeded ``seed + i``), all or none: a failure
@@ -267,7 +282,7 @@ class Serving:
 
     async def chat(self, model: ServedModel, req: ChatCompletionRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        return await self._merged(model, self.start_chat(model, req), started)
+        return await self._merged(model, await self.start_chat(model, req), started)
 
     async def _merged(
         self, model: ServedModel, handles: Sequence[RequestStream[Any]], started: float

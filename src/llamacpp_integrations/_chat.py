@@ -9,6 +9,7 @@ results into OpenAI dictionaries.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -20,7 +21,7 @@ from typing_extensions import Unpack
 
 from . import _core
 from ._completion import RequestStream, await_result, timings_of, usage_of, wait_result
-from ._images import ImagePolicy, extract_images
+from ._images import ImagePolicy, extract_images, has_images
 from ._openai import tool_call
 from ._params import bind_call, check_int, max_tokens_limit, sampling_values, stop_list
 from ._sampling import SamplingOptions, with_sampling
@@ -549,5 +550,18 @@ class ChatCompletionMixin:
         """:meth:`create_chat_completion` for asyncio: the same keyword arguments, and it never
         blocks the event loop. With ``stream=True`` it returns the stream, to be consumed with
         ``async for``. Cancelling the awaiting task cancels the generation."""
-        handle = self.submit_chat_completion(messages, stream=stream, **kwargs)
+        handle = await self.asubmit_chat_completion(messages, stream=stream, **kwargs)
         return handle if stream else await handle.aresponse()
+
+    async def asubmit_chat_completion(
+        self, messages: Sequence[Mapping[str, Any]], *, stream: bool = False, **kwargs: Any
+    ) -> ChatCompletionStream:
+        """:meth:`submit_chat_completion` for asyncio. Images are decoded, checked and
+        preprocessed (and fetched, where allowed) before the request is queued, which takes
+        milliseconds to seconds: a request with images is submitted from a worker thread, so
+        the event loop never waits for them."""
+        if has_images(messages):
+            return await asyncio.to_thread(
+                self.submit_chat_completion, messages, stream=stream, **kwargs
+            )
+        return self.submit_chat_completion(messages, stream=stream, **kwargs)

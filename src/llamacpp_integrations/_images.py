@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import InvalidParameterError
 
-__all__ = ["ImagePolicy", "extract_images"]
+__all__ = ["ImagePolicy", "extract_images", "has_images"]
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 """The default limit on one image's encoded size (OpenAI's is 20 MB)."""
@@ -128,6 +128,16 @@ def _resolve(url: Any, where: str, policy: ImagePolicy) -> bytes:
             f"{where}: unsupported URL scheme {scheme!r} (expected data:, file: or http(s):)"
         )
     return _local_file(url, where, policy)
+
+
+def has_images(messages: Sequence[Any]) -> bool:
+    """Whether any message holds an ``image_url`` part."""
+    return any(
+        isinstance(m, Mapping)
+        and isinstance(m.get("content"), list)
+        and any(isinstance(p, Mapping) and p.get("type") == "image_url" for p in m["content"])
+        for m in messages
+    )
 
 
 def extract_images(

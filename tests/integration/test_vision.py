@@ -525,3 +525,36 @@ class TestLangChainStandardImageInputs:
         engine = vlm.native_engine
         cached = [engine.cached_tokens(i) for i in range(engine.n_seq_max)]
         assert any(t < -1 for tokens in cached for t in tokens)
+
+
+async def test_async_paths_handle_images_off_the_event_loop(
+    vlm: Llama, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acreate_chat_completion (LlamaIndex's path) and ChatLlamaCpp's ainvoke/astream read,
+    decode and preprocess images in a worker thread, never on the loop's."""
+    from langchain_core.messages import HumanMessage
+
+    import llamacpp_integrations._images as images
+    from llamacpp_integrations.langchain import ChatLlamaCpp
+
+    threads: list[threading.Thread] = []
+    original = images.extract_images
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(images, "extract_images", spy)
+    monkeypatch.setattr("llamacpp_integrations._chat.extract_images", spy)
+    loop_thread = threading.current_thread()
+    messages = user("Describe the image.", image(files["red"]))
+    await vlm.acreate_chat_completion(messages, max_tokens=2)
+    chat = ChatLlamaCpp(client=vlm, max_tokens=2)
+    content: list[Any] = [{"type": "text", "text": "x"}, image(data_url(files["red"]))]
+    await chat.ainvoke([HumanMessage(content=content)])
+    async for _ in chat.astream([HumanMessage(content=content)]):
+        pass
+    assert len(threads) == 3 and loop_thread not in threads
+    # without images, the request is submitted at once, on the loop's thread
+    await vlm.acreate_chat_completion(user("Hello"), max_tokens=1)
+    assert threads[-1] is loop_thread

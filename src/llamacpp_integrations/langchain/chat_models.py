@@ -169,6 +169,21 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         handle.deadline = deadline_of(self.timeout)
         return handle
 
+    async def _astart(
+        self,
+        messages: Sequence[BaseMessage],
+        stop: list[str] | None,
+        kwargs: Mapping[str, Any],
+        *,
+        stream: bool,
+    ) -> ChatCompletionStream:
+        """:meth:`_start` without blocking the event loop on images."""
+        handle = await self.llama.asubmit_chat_completion(
+            to_openai_messages(messages), stream=stream, **self._call_kwargs(stop, kwargs)
+        )
+        handle.deadline = deadline_of(self.timeout)
+        return handle
+
     def _result(self, response: ChatCompletionResponse) -> ChatResult:
         choice = response["choices"][0]
         metadata: dict[str, Any] = {
@@ -225,7 +240,8 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._result(await self._start(messages, stop, kwargs, stream=False).aresponse())
+        handle = await self._astart(messages, stop, kwargs, stream=False)
+        return self._result(await handle.aresponse())
 
     def _stream(
         self,
@@ -249,7 +265,7 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        async with self._start(messages, stop, kwargs, stream=True) as stream:
+        async with await self._astart(messages, stop, kwargs, stream=True) as stream:
             async for raw in stream:
                 chunk = self._chunk(raw)
                 if run_manager:

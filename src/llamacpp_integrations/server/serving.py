@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from .._chat import ChatCompletionStream
 from .._completion import CompletionStream, RequestStream
+from .._images import has_images
 from .._sampling import SAMPLING_ARGS
 from ..llama import Llama
 from .errors import APIError
@@ -80,13 +81,6 @@ def _sampling_kwargs(req: SamplingFields) -> dict[str, Any]:
     if req.ignore_eos:
         out["ignore_eos"] = True
     return out
-
-
-def _has_image(message: dict[str, Any]) -> bool:
-    content = message.get("content")
-    return isinstance(content, list) and any(
-        isinstance(p, dict) and p.get("type") == "image_url" for p in content
-    )
 
 
 def _seed_for(req: SamplingFields, i: int) -> dict[str, Any]:
@@ -258,7 +252,7 @@ class Serving:
                 ),
             )
 
-        if any(_has_image(m) for m in req.messages):
+        if has_images(req.messages):
             # decoding, checking and preprocessing images (and fetching URLs) takes milliseconds
             # to seconds: off the event loop, which serves the other requests meanwhile
             return await asyncio.to_thread(submit)

@@ -46,6 +46,10 @@ class ModelConfig(BaseModel):
     """A vision projector GGUF for the model: chat messages may then hold images."""
 
 
+REPEATABLE = ("model", "model_alias", "mmproj", "api_key", "cors_origin")
+"""Settings given as repeated flags (or JSON / comma-separated lists in the environment)."""
+
+
 def _split(value: Any) -> Any:
     """A list from a repeated flag, a JSON list, or a comma-separated environment value."""
     if isinstance(value, str):
@@ -106,7 +110,7 @@ class ServerSettings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=list)
     """From the config file only."""
 
-    @field_validator("model", "model_alias", "mmproj", "api_key", "cors_origin", mode="before")
+    @field_validator(*REPEATABLE, mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split(value)
@@ -158,7 +162,7 @@ def build_parser(prog: str = "llamacpp-integrations serve") -> argparse.Argument
         help_text = (field.description or "") + f" (env LLAMACPP_SERVER_{name.upper()})"
         if field.annotation is bool or name == "verbose":
             parser.add_argument(flag, action="store_true", default=None, help=help_text)
-        elif name in ("model", "model_alias", "mmproj", "api_key", "cors_origin"):
+        elif name in REPEATABLE:
             parser.add_argument(flag, action="append", default=None, help=help_text)
         elif name == "flash_attn":
             parser.add_argument(flag, choices=["on", "off"], default=None, help=help_text)

@@ -155,34 +155,25 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
         out.setdefault("model", self.reported_name())
         return out
 
-    def _start(
-        self,
-        messages: Sequence[BaseMessage],
-        stop: list[str] | None,
-        kwargs: Mapping[str, Any],
-        *,
-        stream: bool,
-    ) -> ChatCompletionStream:
-        handle = self.llama.submit_chat_completion(
-            to_openai_messages(messages), stream=stream, **self._call_kwargs(stop, kwargs)
-        )
+    def _request(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        return to_openai_messages(messages), self._call_kwargs(stop, kwargs)
+
+    def _timed(self, handle: ChatCompletionStream) -> ChatCompletionStream:
         handle.deadline = deadline_of(self.timeout)
         return handle
 
-    async def _astart(
-        self,
-        messages: Sequence[BaseMessage],
-        stop: list[str] | None,
-        kwargs: Mapping[str, Any],
-        *,
-        stream: bool,
-    ) -> ChatCompletionStream:
-        """:meth:`_start` without blocking the event loop on images."""
-        handle = await self.llama.asubmit_chat_completion(
-            to_openai_messages(messages), stream=stream, **self._call_kwargs(stop, kwargs)
-        )
-        handle.deadline = deadline_of(self.timeout)
-        return handle
+    def _start(self, *request: Any, stream: bool) -> ChatCompletionStream:
+        """Submits (messages, stop, kwargs) as one chat request and returns its handle."""
+        messages, kw = self._request(*request)
+        return self._timed(self.llama.submit_chat_completion(messages, stream=stream, **kw))
+
+    async def _astart(self, *request: Any, stream: bool) -> ChatCompletionStream:
+        """:meth:`_start` for asyncio: a request with images is submitted from a worker thread,
+        so the event loop never waits on them."""
+        messages, kw = self._request(*request)
+        return self._timed(await self.llama.asubmit_chat_completion(messages, stream=stream, **kw))
 
     def _result(self, response: ChatCompletionResponse) -> ChatResult:
         choice = response["choices"][0]

@@ -3,6 +3,7 @@
 #include "errors.h"
 #include "logging.h"
 
+#include "common.h" // common/common.h: common_cpu_get_num_math
 #include "mtmd-helper.h"
 #include "mtmd.h"
 #include "stb/stb_image.h" // compiled into mtmd's helper; we use its header-checking entry points
@@ -10,7 +11,6 @@
 #include <chrono>
 #include <filesystem>
 #include <mutex>
-#include <thread>
 
 namespace lci {
 
@@ -123,7 +123,7 @@ std::shared_ptr<projector> projector::load(std::shared_ptr<model> m, const proje
     mtmd_context_params cp = mtmd_context_params_default();
     cp.use_gpu = params.use_gpu;
     cp.print_timings = false;
-    cp.n_threads = params.n_threads > 0 ? params.n_threads : (int) std::max(1u, std::thread::hardware_concurrency() / 2);
+    cp.n_threads = params.n_threads > 0 ? params.n_threads : common_cpu_get_num_math(); // as the engine's
     cp.warmup = true;
     std::shared_ptr<projector> p(new projector());
     p->params_ = params;

@@ -348,20 +348,19 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
                 several files, access is refused, the download failed, or the file is not
                 cached in offline mode; each message names the cause.
         """
-        from .hub import hub_model_path
+        from .hub import from_hub
 
         options: dict[str, Any] = {
+            "additional_files": additional_files,
             "local_dir": local_dir,
             "local_dir_use_symlinks": local_dir_use_symlinks,
             "cache_dir": cache_dir,
             "revision": revision,
             "token": token,
             "local_files_only": local_files_only,
+            "mmproj_filename": mmproj_filename,
         }
-        path = hub_model_path(repo_id, filename, additional_files=additional_files, **options)
-        if mmproj_filename is not None:
-            kwargs["mmproj_path"] = hub_model_path(repo_id, mmproj_filename, **options)
-        return cls(model_path=path, **kwargs)
+        return from_hub(cls, repo_id, filename, {**options, **kwargs})
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -297,4 +297,19 @@ void init_engine(nb::module_ & m) {
 
     m.def("compute_count", &lci::compute_count,
           "How many graph computations have run on the process-wide compute thread.");
+    m.def(
+        "compute_stats",
+        [] {
+            const lci::compute_stats s = lci::compute_get_stats();
+            nb::dict d;
+            d["count"]      = s.count;
+            d["level"]      = s.level;
+            d["reductions"] = s.reductions;
+            d["probes"]     = s.probes;
+            d["restored"]   = s.restored;
+            return d;
+        },
+        "The compute thread's thread policy: computations run, the current level (threads that were not "
+        "set explicitly are divided by 2**level while the cores are contended), and how often it "
+        "halved the threads, tried more again, and kept them.");
 }

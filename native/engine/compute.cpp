@@ -1,6 +1,10 @@
 #include "compute.h"
 
+#include "llama.h"
+
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -10,11 +14,127 @@
 
 #ifndef _WIN32
 #include <pthread.h>
+#include <sys/resource.h>
+#include <time.h>
 #endif
 
 namespace lci {
 
 namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+// Below this share of its wall time on a core, the compute thread counts as contended. Alone it
+// runs at 0.95-1.0 (OpenMP's team spins at barriers); with two spinning processes on two cores
+// at about 0.5; with one more runnable thread than cores at about 0.67.
+constexpr double kBusyShare = 0.8;
+// A verdict needs this much computation, so that one preemption does not decide it.
+constexpr double kWindowSeconds = 0.03;
+// A larger thread count is tried again after this long, doubling after each failed try.
+constexpr double kProbeFirstSeconds = 0.5;
+constexpr double kProbeMaxSeconds   = 4.0;
+
+double thread_cpu_seconds() {
+#ifndef _WIN32
+    timespec ts{};
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0) {
+        return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
+    }
+#endif
+    return -1.0;
+}
+
+long major_faults() {
+#if defined(RUSAGE_THREAD)
+    rusage ru{};
+    if (getrusage(RUSAGE_THREAD, &ru) == 0) {
+        return ru.ru_majflt;
+    }
+#endif
+    return 0;
+}
+
+// The thread policy. Every member but the statistics is touched only on the compute thread.
+class thread_governor {
+public:
+    int32_t threads(int32_t configured) const { return std::max<int32_t>(1, configured >> level_); }
+
+    // A computation is about to run with these counts.
+    void start_job(const thread_counts & t) {
+        job_adaptive_ = t.adaptive && std::max(t.n, t.n_batch) > 1;
+        if (job_adaptive_) {
+            int32_t most = std::max(t.n, t.n_batch), levels = 0;
+            while ((most >>= 1) > 0) {
+                ++levels;
+            }
+            max_level_ = std::max(max_level_, levels);
+        }
+    }
+
+    // The computation ran: `wall` seconds, `cpu` of them on a core.
+    void end_job(double wall, double cpu, bool faulted) {
+        const bool counted = job_adaptive_;
+        job_adaptive_ = false;
+        if (!counted || cpu < 0.0) {
+            return;
+        }
+        if (faulted) { // waited on the disk (the first reads of a mapped model), not on a core
+            win_wall_ = win_cpu_ = 0.0;
+            return;
+        }
+        win_wall_ += wall;
+        win_cpu_ += cpu;
+        if (win_wall_ < kWindowSeconds) {
+            return;
+        }
+        const bool busy = win_cpu_ < kBusyShare * win_wall_;
+        win_wall_ = win_cpu_ = 0.0;
+        const auto now = clock_type::now();
+        if (probing_) {
+            probing_ = false;
+            if (!busy) {
+                probe_seconds_ = kProbeFirstSeconds;
+                restored_.fetch_add(1, std::memory_order_relaxed);
+                return;
+            }
+            probe_seconds_ = std::min(probe_seconds_ * 2.0, kProbeMaxSeconds);
+            set_level(level_ + 1, now);
+            return;
+        }
+        if (busy && level_ < max_level_) {
+            reductions_.fetch_add(1, std::memory_order_relaxed);
+            set_level(level_ + 1, now);
+        } else if (!busy && level_ > 0 && now >= next_probe_) {
+            probes_.fetch_add(1, std::memory_order_relaxed);
+            probing_ = true;
+            set_level(level_ - 1, now);
+        }
+    }
+
+    compute_stats stats() const {
+        compute_stats s;
+        s.level      = level_seen_.load(std::memory_order_relaxed);
+        s.reductions = reductions_.load(std::memory_order_relaxed);
+        s.probes     = probes_.load(std::memory_order_relaxed);
+        s.restored   = restored_.load(std::memory_order_relaxed);
+        return s;
+    }
+
+private:
+    void set_level(int level, clock_type::time_point now) {
+        level_ = level;
+        level_seen_.store(level, std::memory_order_relaxed);
+        next_probe_ = now + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(probe_seconds_));
+    }
+
+    int level_ = 0, max_level_ = 0;
+    bool job_adaptive_ = false, probing_ = false;
+    double win_wall_ = 0.0, win_cpu_ = 0.0;
+    double probe_seconds_ = kProbeFirstSeconds;
+    clock_type::time_point next_probe_{};
+    std::atomic<int> level_seen_{0};
+    std::atomic<unsigned long long> reductions_{0}, probes_{0}, restored_{0};
+};
 
 struct job {
     const std::function<void()> * fn;
@@ -54,6 +174,10 @@ public:
         return count_;
     }
 
+    // only on the compute thread (inside a computation)
+    thread_governor & governor() { return governor_; }
+    const thread_governor & governor() const { return governor_; }
+
 private:
     void run() {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -62,11 +186,17 @@ private:
             job * j = queue_.front();
             queue_.pop_front();
             lock.unlock();
+            const auto wall0   = clock_type::now();
+            const double cpu0  = thread_cpu_seconds();
+            const long faults0 = major_faults();
             try {
                 (*j->fn)();
             } catch (...) {
                 j->error = std::current_exception();
             }
+            const double cpu1 = thread_cpu_seconds();
+            governor_.end_job(std::chrono::duration<double>(clock_type::now() - wall0).count(),
+                              cpu0 < 0.0 || cpu1 < 0.0 ? -1.0 : cpu1 - cpu0, major_faults() != faults0);
             lock.lock();
             j->done = true;
             ++count_;
@@ -79,6 +209,7 @@ private:
     std::deque<job *> queue_;
     std::thread::id id_;
     unsigned long long count_ = 0;
+    thread_governor governor_;
     std::thread thread_;
 };
 
@@ -121,6 +252,23 @@ void compute_run(const std::function<void()> & fn) {
 
 unsigned long long compute_count() {
     return instance().count();
+}
+
+void compute_apply_threads(llama_context * ctx, const thread_counts & t) {
+    thread_governor & g = instance().governor();
+    g.start_job(t);
+    if (t.adaptive) {
+        llama_set_n_threads(ctx, g.threads(t.n), g.threads(t.n_batch));
+    } else {
+        llama_set_n_threads(ctx, t.n, t.n_batch);
+    }
+}
+
+compute_stats compute_get_stats() {
+    compute_thread & t = instance();
+    compute_stats s = t.governor().stats();
+    s.count = t.count();
+    return s;
 }
 
 } // namespace lci

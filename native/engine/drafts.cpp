@@ -54,15 +54,15 @@ private:
 class model_drafter : public drafter {
 public:
     model_drafter(const model & target, std::shared_ptr<model> m, uint32_t n_seq, uint32_t n_ctx_seq, uint32_t n_batch,
-                  int32_t n_threads)
-        : m_(std::move(m)), n_vocab_target_(target.n_vocab()), n_batch_(n_batch), cached_(n_seq) {
+                  const thread_counts & threads)
+        : m_(std::move(m)), n_vocab_target_(target.n_vocab()), n_batch_(n_batch), threads_(threads), cached_(n_seq) {
         llama_context_params cp = llama_context_default_params();
         cp.n_ctx           = n_ctx_seq * n_seq;
         cp.n_batch         = n_batch;
         cp.n_ubatch        = n_batch;
         cp.n_seq_max       = n_seq;
-        cp.n_threads       = n_threads;
-        cp.n_threads_batch = n_threads;
+        cp.n_threads       = threads.n;
+        cp.n_threads_batch = threads.n;
         cp.kv_unified      = false;
         cp.no_perf         = true;
         log_capture capture;
@@ -173,7 +173,10 @@ private:
 
     bool decode() {
         int32_t status = 0;
-        compute_run([&] { status = llama_decode(ctx_.get(), batch_); });
+        compute_run([&] {
+            compute_apply_threads(ctx_.get(), {threads_.n, threads_.n, threads_.adaptive});
+            status = llama_decode(ctx_.get(), batch_);
+        });
         if (status != 0) {
             log_message(GGML_LOG_LEVEL_WARN, "draft model decode failed (status " + std::to_string(status) +
                                                  "); these requests go on without drafts this step");
@@ -194,6 +197,7 @@ private:
     llama_batch batch_{};
     int32_t n_vocab_target_;
     uint32_t n_batch_;
+    thread_counts threads_;
     std::vector<std::vector<llama_token>> cached_;
 };
 
@@ -337,7 +341,7 @@ std::string speculative_types() {
 }
 
 std::unique_ptr<drafter> drafter_make(const model & target, const speculative_params & p, uint32_t n_seq,
-                                      uint32_t n_ctx_seq, uint32_t n_batch, int32_t n_threads) {
+                                      uint32_t n_ctx_seq, uint32_t n_batch, const thread_counts & threads) {
     if (p.type != "none" && p.type != "draft" && p.draft_model) {
         throw invalid_argument_error("a draft model drafts with speculative=\"draft\", not \"" + p.type + "\"");
     }
@@ -362,7 +366,7 @@ std::unique_ptr<drafter> drafter_make(const model & target, const speculative_pa
         if (p.draft_model->params().vocab_only) {
             throw invalid_argument_error("the draft model was loaded with vocab_only=True and has no weights to run");
         }
-        return std::make_unique<model_drafter>(target, p.draft_model, n_seq, n_ctx_seq, n_batch, n_threads);
+        return std::make_unique<model_drafter>(target, p.draft_model, n_seq, n_ctx_seq, n_batch, threads);
     }
     const auto & kinds = ngram_kinds();
     const auto it = std::find_if(kinds.begin(), kinds.end(), [&](const auto & k) { return k.first == p.type; });

@@ -18,6 +18,7 @@
 //   per draft position.
 #pragma once
 
+#include "compute.h"
 #include "model.h"
 
 #include "llama-cpp.h"
@@ -108,7 +109,7 @@ public:
 // for an unknown type or out-of-range sizes, and for a draft model whose vocabulary differs from
 // the target's (naming the difference). n_ctx_seq, n_batch and the threads size a draft context.
 std::unique_ptr<drafter> drafter_make(const model & target, const speculative_params & params, uint32_t n_seq,
-                                      uint32_t n_ctx_seq, uint32_t n_batch, int32_t n_threads);
+                                      uint32_t n_ctx_seq, uint32_t n_batch, const thread_counts & threads);
 
 // Why draft cannot draft for target, or "" when it can: the same tokenizer (type, size within a
 // few padding tokens, the same text for each id, the same BOS/EOS handling).

@@ -187,7 +187,10 @@ void engine::embed_batch(embed_job & job, uint32_t max_batch) {
     }
     llama_memory_clear(mem, true);
     int32_t status = 0;
-    compute_run([&] { status = encode ? llama_encode(ctx, batch_) : llama_decode(ctx, batch_); });
+    compute_run([&] {
+        compute_apply_threads(ctx, threads_);
+        status = encode ? llama_encode(ctx, batch_) : llama_decode(ctx, batch_);
+    });
     if (status != 0) {
         llama_memory_clear(mem, true);
         if (closed_) {

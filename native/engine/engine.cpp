@@ -47,6 +47,10 @@ engine::engine(std::shared_ptr<model> m, const context_params & p) : model_(std:
     params_          = p;
     n_threads_       = p.n_threads > 0 ? p.n_threads : common_cpu_get_num_math();
     n_threads_batch_ = p.n_threads_batch > 0 ? p.n_threads_batch : n_threads_;
+    // threads the user chose are used as given; the defaults shrink while other work contends for
+    // the cores (compute.h). With layers on a GPU, the CPU's share of a decode says nothing.
+    threads_ = {n_threads_, n_threads_batch_,
+                p.n_threads <= 0 && (model_->params().n_gpu_layers == 0 || !supports_gpu_offload())};
 
     llama_context_params cp = llama_context_default_params();
     const uint64_t n_ctx = p.n_ctx == 0 ? (uint64_t) std::max(model_->n_ctx_train(), 1) : p.n_ctx;
@@ -109,7 +113,7 @@ engine::engine(std::shared_ptr<model> m, const context_params & p) : model_(std:
             throw invalid_argument_error("speculative decoding needs a KV cache whose last cells can be removed; "
                                          "this model's memory is recurrent, so use speculative=None");
         }
-        drafter_ = drafter_make(*model_, p.speculative, n_seq_max_, n_ctx_seq_, n_batch_, n_threads_);
+        drafter_ = drafter_make(*model_, p.speculative, n_seq_max_, n_ctx_seq_, n_batch_, threads_);
         if (!p.speculative.always) {
             // what a verification of k drafted tokens costs on this machine (the worker is not
             // running yet, so the context is idle)

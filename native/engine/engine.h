@@ -315,6 +315,7 @@ private:
     llama_batch batch_{};
     uint32_t n_ctx_ = 0, n_ctx_seq_ = 0, n_batch_ = 0, n_seq_max_ = 1;
     int32_t n_threads_ = 0, n_threads_batch_ = 0;
+    thread_counts threads_;
     context_params params_;
     std::unique_ptr<drafter> drafter_; // speculative decoding; null when off
     decode_cost cost_;                 // what the rows of a verification cost (measured at start)

@@ -415,7 +415,10 @@ void engine::decode_phase(std::vector<std::unique_ptr<active_request>> & active,
 
     const auto t_decode = clock_type::now();
     int32_t status = 0;
-    compute_run([&] { status = llama_decode(ctx_.get(), batch_); });
+    compute_run([&] {
+        compute_apply_threads(ctx_.get(), threads_);
+        status = llama_decode(ctx_.get(), batch_);
+    });
     const double decode_ms = ms_since(t_decode);
     in_batch_.clear();
     if (status != 0) {

@@ -30,6 +30,7 @@ void engine::decode_image(std::vector<std::unique_ptr<active_request>> & active,
     double encode_ms = 0.0;
     try {
         compute_run([&] {
+            compute_apply_threads(ctx_.get(), threads_);
             status = params_.vision->decode(ctx_.get(), span, (llama_pos) a.n_done, a.s->id, (int32_t) n_batch_, encode_ms);
         });
     } catch (...) {

@@ -81,7 +81,8 @@ def child(args: argparse.Namespace) -> None:
         done += out["usage"]["completion_tokens"]
     seconds = time.perf_counter() - started
     stats = _core.compute_stats()
-    print(RESULT_MARKER + json.dumps({"tokens": done, "seconds": seconds, "stats": stats}), flush=True)
+    result = {"tokens": done, "seconds": seconds, "stats": stats}
+    print(RESULT_MARKER + json.dumps(result), flush=True)
     llm.close()
 
 
@@ -99,8 +100,15 @@ def run_processes(count: int, env_extra: dict[str, str], args: argparse.Namespac
     """Start ``count`` children, release them together, return each one's tokens/s."""
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     env.update({k: v for k, v in env_extra.items() if k != FIXED})
-    cmd = [sys.executable, __file__, "--child", "--runs", str(args.runs),
-           "--tokens", str(args.tokens)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--runs",
+        str(args.runs),
+        "--tokens",
+        str(args.tokens),
+    ]
     if FIXED in env_extra:
         cmd.append("--fixed")
     if args.threads:
@@ -136,7 +144,7 @@ def run_processes(count: int, env_extra: dict[str, str], args: argparse.Namespac
             lines = [ln for ln in out.splitlines() if ln.startswith(RESULT_MARKER)]
             if p.returncode != 0 or not lines:
                 raise RuntimeError(f"child failed with status {p.returncode}")
-            result = json.loads(lines[-1][len(RESULT_MARKER):])
+            result = json.loads(lines[-1][len(RESULT_MARKER) :])
             speeds.append(result["tokens"] / result["seconds"])
             if args.verbose:
                 print(f"    {count} process(es), {env_extra}: {result['stats']}")
@@ -156,8 +164,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="n_threads (default: the package's)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per measurement")
     parser.add_argument("--model", default="")
-    parser.add_argument("--candidate", action="append", default=[],
-                        help="an environment NAME=VALUE[,NAME=VALUE] to measure too")
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        help="an environment NAME=VALUE[,NAME=VALUE] to measure too",
+    )
     parser.add_argument("--only", action="append", default=[], help="measure only these configs")
     parser.add_argument("--json", default="")
     parser.add_argument("--verbose", action="store_true", help="print each process's thread policy")
@@ -174,8 +186,10 @@ def main() -> None:
     load = os.getloadavg()[0]
     if load > 0.5:
         print(f"warning: load average {load:.2f}; other programs will skew the figures")
-    print(f"{os.cpu_count()} CPUs; {args.runs} x {args.tokens} tokens per process, "
-          f"{args.rounds} rounds")
+    print(
+        f"{os.cpu_count()} CPUs; {args.runs} x {args.tokens} tokens per process, "
+        f"{args.rounds} rounds"
+    )
 
     alone: dict[str, list[float]] = {name: [] for name in configs}
     pair: dict[str, list[float]] = {name: [] for name in configs}
@@ -187,9 +201,12 @@ def main() -> None:
             p = run_processes(2, configs[name], args)
             alone[name].append(a)
             pair[name].append(statistics.mean(p))
-            print(f"round {r + 1} {name:>20}: alone {a:7.1f} tok/s, pair "
-                  + " / ".join(f"{s:.1f}" for s in p) + f" tok/s ({statistics.mean(p) / a:.2f}x)",
-                  flush=True)
+            print(
+                f"round {r + 1} {name:>20}: alone {a:7.1f} tok/s, pair "
+                + " / ".join(f"{s:.1f}" for s in p)
+                + f" tok/s ({statistics.mean(p) / a:.2f}x)",
+                flush=True,
+            )
 
     base = "old" if "old" in configs else None
     print()
@@ -198,22 +215,29 @@ def main() -> None:
     summary = {}
     for name in names:
         a, p = statistics.median(alone[name]), statistics.median(pair[name])
-        ratios = [pp / aa for pp, aa in zip(pair[name], alone[name])]
+        ratios = [pp / aa for pp, aa in zip(pair[name], alone[name], strict=True)]
         vs_old = (
-            statistics.median(x / y for x, y in zip(alone[name], alone[base]))
-            if base else float("nan")
+            statistics.median(x / y for x, y in zip(alone[name], alone[base], strict=True))
+            if base
+            else float("nan")
         )
-        summary[name] = {"alone": alone[name], "pair": pair[name], "pair_over_alone": ratios,
-                         "alone_over_old": vs_old}
+        summary[name] = {
+            "alone": alone[name],
+            "pair": pair[name],
+            "pair_over_alone": ratios,
+            "alone_over_old": vs_old,
+        }
         print(f"| {name} | {a:.1f} | {p:.1f} | {statistics.median(ratios):.2f} | {vs_old:.2f} |")
     if "ours" in summary:
         s = summary["ours"]
         ok_pair = statistics.median(s["pair_over_alone"]) >= TARGET_PAIR
         ok_alone = base is None or s["alone_over_old"] >= TARGET_ALONE
-        print(f"\nours: pair/alone {statistics.median(s['pair_over_alone']):.2f} "
-              f"(target >= {TARGET_PAIR}: {'met' if ok_pair else 'NOT met'}), alone vs old "
-              f"{s['alone_over_old']:.2f} (target >= {TARGET_ALONE}: "
-              f"{'met' if ok_alone else 'NOT met'})")
+        print(
+            f"\nours: pair/alone {statistics.median(s['pair_over_alone']):.2f} "
+            f"(target >= {TARGET_PAIR}: {'met' if ok_pair else 'NOT met'}), alone vs old "
+            f"{s['alone_over_old']:.2f} (target >= {TARGET_ALONE}: "
+            f"{'met' if ok_alone else 'NOT met'})"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
 

@@ -309,6 +309,7 @@ void init_engine(nb::module_ & m) {
             d["restored"]   = s.restored;
             return d;
         },
+        nb::sig("def compute_stats() -> dict[str, int]"),
         "The compute thread's thread policy: computations run, the current level (threads that were not "
         "set explicitly are divided by 2**level while the cores are contended), and how often it "
         "halved the threads, tried more again, and kept them.");

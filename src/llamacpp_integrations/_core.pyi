@@ -531,7 +531,7 @@ def compute_count() -> int:
     How many graph computations have run on the process-wide compute thread.
     """
 
-def compute_stats() -> dict:
+def compute_stats() -> dict[str, int]:
     """
     The compute thread's thread policy: computations run, the current level (threads that were not set explicitly are divided by 2**level while the cores are contended), and how often it halved the threads, tried more again, and kept them.
     """

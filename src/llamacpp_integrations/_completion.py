@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from types import FrameType, TracebackType
 from typing import TypeVar
 
 from . import _core
@@ -57,14 +59,62 @@ def _wait_slice(deadline: float | None) -> float:
     return -1.0 if left is None else left
 
 
+class CtrlCLatch:
+    """Remembers a Ctrl-C that arrives while the main thread waits on a request.
+
+    Python runs the SIGINT handler at its next check of pending signals. When that check falls
+    inside a finalizer the garbage collector runs (a ``__del__``, a weakref callback), the
+    ``KeyboardInterrupt`` is printed as "Exception ignored" and dropped, and the generation would
+    go on to its end. While the latch is entered, the handler also sets a flag that the wait loop
+    checks (:meth:`check`). It is installed only on the main thread and only over Python's
+    default handler; a handler of the application's own is left alone.
+    """
+
+    __slots__ = ("_previous", "hit")
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous: object = None
+
+    def __enter__(self) -> CtrlCLatch:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.hit = True
+        signal.default_int_handler(signum, frame)
+
+    def check(self) -> None:
+        """Raises KeyboardInterrupt when a Ctrl-C came (even one a finalizer swallowed)."""
+        if self.hit:
+            self.hit = False
+            raise KeyboardInterrupt
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # what __enter__ replaced
+            self._previous = None
+
+
 def wait_result(request: _core.Request, deadline: float | None = None) -> _core.CompletionResult:
     """Waits for a request's result without blocking Ctrl-C (streamed events are dropped);
     cancels it on any exception, and raises TimeoutError past ``deadline`` (monotonic)."""
     try:
-        while not request.done:
-            request.wait(_wait_slice(deadline))
-            while request.next_event() is not None:
-                pass
+        with CtrlCLatch() as ctrl_c:
+            while not request.done:
+                request.wait(_wait_slice(deadline))
+                ctrl_c.check()
+                while request.next_event() is not None:
+                    pass
         return request.result()
     except BaseException:
         request.cancel()

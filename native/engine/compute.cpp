@@ -28,10 +28,13 @@ using clock_type = std::chrono::steady_clock;
 // runs at 0.95-1.0 (OpenMP's team spins at barriers); with two spinning processes on two cores
 // at about 0.5; with one more runnable thread than cores at about 0.67.
 constexpr double kBusyShare = 0.8;
-// A verdict needs this much computation, so that one preemption does not decide it.
+// A verdict needs this much computation, so that one preemption does not decide it; the threads
+// are halved after kBusyWindows contended verdicts in a row (a moment's noise alone is not
+// contention; two processes competing stay contended).
 constexpr double kWindowSeconds = 0.03;
+constexpr int    kBusyWindows   = 3;
 // A larger thread count is tried again after this long, doubling after each failed try.
-constexpr double kProbeFirstSeconds = 0.5;
+constexpr double kProbeFirstSeconds = 0.25;
 constexpr double kProbeMaxSeconds   = 4.0;
 
 double thread_cpu_seconds() {
@@ -89,6 +92,7 @@ public:
         }
         const bool busy = win_cpu_ < kBusyShare * win_wall_;
         win_wall_ = win_cpu_ = 0.0;
+        busy_streak_ = busy ? busy_streak_ + 1 : 0;
         const auto now = clock_type::now();
         if (probing_) {
             probing_ = false;
@@ -101,7 +105,7 @@ public:
             set_level(level_ + 1, now);
             return;
         }
-        if (busy && level_ < max_level_) {
+        if (busy_streak_ >= kBusyWindows && level_ < max_level_) {
             reductions_.fetch_add(1, std::memory_order_relaxed);
             set_level(level_ + 1, now);
         } else if (!busy && level_ > 0 && now >= next_probe_) {
@@ -123,11 +127,12 @@ public:
 private:
     void set_level(int level, clock_type::time_point now) {
         level_ = level;
+        busy_streak_ = 0;
         level_seen_.store(level, std::memory_order_relaxed);
         next_probe_ = now + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(probe_seconds_));
     }
 
-    int level_ = 0, max_level_ = 0;
+    int level_ = 0, max_level_ = 0, busy_streak_ = 0;
     bool job_adaptive_ = false, probing_ = false;
     double win_wall_ = 0.0, win_cpu_ = 0.0;
     double probe_seconds_ = kProbeFirstSeconds;

@@ -14,10 +14,10 @@
 // one) computes on the same cores, OpenMP's spinning threads and ggml's barriers starve each
 // other: two processes on a 2-core machine each ran at 0.07x their speed alone. So the compute
 // thread measures how much of each computation's wall time it was actually running
-// (CLOCK_THREAD_CPUTIME_ID against the wall clock). Below kBusyShare, for several measurements in
-// a row, it halves the threads of
-// adaptive contexts, and from time to time it tries the next larger count again, keeping it when
-// it runs unhindered. Contexts whose threads the user set explicitly are never changed.
+// (CLOCK_THREAD_CPUTIME_ID against the wall clock). When most recent measurements are below
+// kBusyShare it halves the threads of adaptive contexts, and from time to time it tries the next
+// larger count again, keeping it when it runs unhindered. Contexts whose threads the user set
+// explicitly are never changed.
 #pragma once
 
 #include <cstdint>

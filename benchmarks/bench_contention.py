@@ -3,7 +3,8 @@
 
 Each configuration is measured in two ways, in alternating rounds:
 
-* alone: one process generates ``--runs`` x ``--tokens`` tokens (greedy, EOS ignored);
+* alone: one process generates ``--runs`` x ``--tokens`` tokens (greedy, EOS ignored),
+  ``--alone-reps`` times per round, alternating between the configurations;
 * pair: two processes, both loaded and warmed up first, start generating at the same moment.
 
 A process reports its generation speed (tokens / wall seconds of its generate loop). The pair's
@@ -160,6 +161,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3, help="generations per process")
+    parser.add_argument(
+        "--alone-reps", type=int, default=3, help="processes alone per configuration and round"
+    )
     parser.add_argument("--tokens", type=int, default=64, help="tokens per generation")
     parser.add_argument("--threads", type=int, default=0, help="n_threads (default: the package's)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per measurement")
@@ -191,19 +195,28 @@ def main() -> None:
         f"{args.rounds} rounds"
     )
 
-    alone: dict[str, list[float]] = {name: [] for name in configs}
+    alone: dict[str, list[float]] = {name: [] for name in configs}  # every sample
+    alone_round: dict[str, list[float]] = {name: [] for name in configs}  # median per round
     pair: dict[str, list[float]] = {name: [] for name in configs}
     names = list(configs)
     for r in range(args.rounds):
         order = names if r % 2 == 0 else names[::-1]
+        # alone: short and noisy, so several samples, alternating between the configurations
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        for rep in range(args.alone_reps):
+            for name in order if rep % 2 == 0 else order[::-1]:
+                samples[name].append(run_processes(1, configs[name], args)[0])
         for name in order:
-            a = run_processes(1, configs[name], args)[0]
+            a = statistics.median(samples[name])
             p = run_processes(2, configs[name], args)
-            alone[name].append(a)
+            alone[name] += samples[name]
+            alone_round[name].append(a)
             pair[name].append(statistics.mean(p))
             print(
-                f"round {r + 1} {name:>20}: alone {a:7.1f} tok/s, pair "
-                + " / ".join(f"{s:.1f}" for s in p)
+                f"round {r + 1} {name:>20}: alone "
+                + " / ".join(f"{x:.1f}" for x in samples[name])
+                + " tok/s, pair "
+                + " / ".join(f"{x:.1f}" for x in p)
                 + f" tok/s ({statistics.mean(p) / a:.2f}x)",
                 flush=True,
             )
@@ -215,7 +228,7 @@ def main() -> None:
     summary = {}
     for name in names:
         a, p = statistics.median(alone[name]), statistics.median(pair[name])
-        ratios = [pp / aa for pp, aa in zip(pair[name], alone[name], strict=True)]
+        ratios = [pp / aa for pp, aa in zip(pair[name], alone_round[name], strict=True)]
         vs_old = (
             statistics.median(x / y for x, y in zip(alone[name], alone[base], strict=True))
             if base

@@ -28,13 +28,15 @@ using clock_type = std::chrono::steady_clock;
 // runs at 0.95-1.0 (OpenMP's team spins at barriers); with two spinning processes on two cores
 // at about 0.5; with one more runnable thread than cores at about 0.67.
 constexpr double kBusyShare = 0.8;
+// Below this share one window is enough: that is two processes spinning against each other.
+constexpr double kStarvedShare = 0.6;
 // A verdict needs this much computation, so that one preemption does not decide it; the threads
-// are halved when 2 of the last 3 verdicts were contended. Alone, a contended verdict comes now
-// and then (0.7 once in ~40 windows here); two processes competing read about 0.5 in most
-// windows, with an unhindered one between them when the other one waits.
+// are halved when 2 of the last 3 verdicts were contended, or at once below kStarvedShare. Alone,
+// a contended verdict comes now and then (0.7 once in ~40 windows here); two processes competing
+// read about 0.5 in most windows, with an unhindered one between them when the other one waits.
 constexpr double kWindowSeconds = 0.03;
 // A larger thread count is tried again after this long, doubling after each failed try.
-constexpr double kProbeFirstSeconds = 0.25;
+constexpr double kProbeFirstSeconds = 0.5;
 constexpr double kProbeMaxSeconds   = 4.0;
 
 double thread_cpu_seconds() {
@@ -91,6 +93,7 @@ public:
             return;
         }
         const bool busy = win_cpu_ < kBusyShare * win_wall_;
+        const bool starved = win_cpu_ < kStarvedShare * win_wall_;
         win_wall_ = win_cpu_ = 0.0;
         recent_ = ((recent_ << 1) | (busy ? 1u : 0u)) & 7u;
         const auto now = clock_type::now();
@@ -106,7 +109,7 @@ public:
             return;
         }
         const int busy_of_last_3 = (int) (recent_ & 1u) + (int) ((recent_ >> 1) & 1u) + (int) ((recent_ >> 2) & 1u);
-        if (busy_of_last_3 >= 2 && level_ < max_level_) {
+        if ((starved || busy_of_last_3 >= 2) && level_ < max_level_) {
             reductions_.fetch_add(1, std::memory_order_relaxed);
             set_level(level_ + 1, now);
         } else if (!busy && level_ > 0 && now >= next_probe_) {

@@ -50,7 +50,7 @@ void init_chat(nb::module_ & m) {
 
     nb::class_<lci::chat_stream>(m, "ChatStream", "Turns the growing text of a reply into deltas.")
         .def("update", &lci::chat_stream::update, nb::arg("text"), nb::arg("is_partial"),
-             nb::call_guard<nb::gil_scoped_release>(),
+             nb::call_guard<gil_release>(),
              "text is everything generated so far; returns what changed since the last call.")
         .def_prop_ro("message", &lci::chat_stream::message);
 
@@ -67,14 +67,14 @@ void init_chat(nb::module_ & m) {
         .def("configure", &lci::chat_prompt::configure, nb::arg("model"), nb::arg("sampling"),
              "Puts the grammar, its triggers and preserved tokens into the sampling settings.")
         .def("parse", &lci::chat_prompt::parse, nb::arg("text"), nb::arg("is_partial") = false,
-             nb::call_guard<nb::gil_scoped_release>())
+             nb::call_guard<gil_release>())
         .def("stream",
              [](std::shared_ptr<lci::chat_prompt> self) { return std::make_unique<lci::chat_stream>(self); },
              "A fresh ChatStream for this prompt.");
 
     nb::class_<lci::chat_templates>(m, "ChatTemplates", "The model's chat template (or an override).")
         .def(nb::init<std::shared_ptr<lci::model>, const std::string &>(), nb::arg("model"),
-             nb::arg("template") = "", nb::call_guard<nb::gil_scoped_release>())
+             nb::arg("template") = "", nb::call_guard<gil_release>())
         .def("apply",
              [](const lci::chat_templates & self, std::string messages_json, std::string tools_json,
                 std::string tool_choice, bool parallel_tool_calls, std::string json_schema, bool json_object,
@@ -84,7 +84,7 @@ void init_chat(nb::module_ & m) {
                      std::move(messages_json), std::move(tools_json), std::move(tool_choice), parallel_tool_calls,
                      std::move(json_schema), json_object, std::move(grammar), add_generation_prompt, enable_thinking,
                      parse_reasoning, std::move(template_kwargs));
-                 nb::gil_scoped_release release;
+                 gil_release release;
                  return self.apply(req);
              },
              nb::arg("messages_json"), nb::kw_only(), nb::arg("tools_json") = "", nb::arg("tool_choice") = "auto",

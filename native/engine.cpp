@@ -20,11 +20,11 @@ struct py_engine {
     std::shared_ptr<lci::model> m;
 
     py_engine(std::shared_ptr<lci::model> model, const lci::context_params & p) : m(std::move(model)) {
-        nb::gil_scoped_release release;
+        gil_release release;
         e = std::make_unique<lci::engine>(m, p);
     }
     ~py_engine() {
-        nb::gil_scoped_release release;
+        gil_release release;
         e.reset();
     }
     lci::engine & get() {
@@ -112,12 +112,12 @@ void init_engine(nb::module_ & m) {
         .def_ro("deltas", &lci::stream_event::deltas, "Chat requests: the changes to the message.");
 
     nb::class_<lci::request_state>(m, "Request", "A submitted completion: wait on it, read its events, cancel it.")
-        .def("wait", &lci::request_state::wait, nb::arg("timeout") = -1.0, nb::call_guard<nb::gil_scoped_release>(),
+        .def("wait", &lci::request_state::wait, nb::arg("timeout") = -1.0, nb::call_guard<gil_release>(),
              "Blocks (without the GIL) until an event or the end is available, at most timeout seconds "
              "(< 0: no limit). Returns whether something is available.")
         .def("next_event", &lci::request_state::next_event, "The next streamed event, or None.")
         .def_prop_ro("done", &lci::request_state::done, "True once finished and every event was read.")
-        .def("result", &lci::request_state::result, nb::call_guard<nb::gil_scoped_release>(),
+        .def("result", &lci::request_state::result, nb::call_guard<gil_release>(),
              "The final result (blocks until finished); raises the error the request failed with.")
         .def("cancel", &lci::request_state::cancel, "Stops the request within one token (or one graph node).")
         .def_prop_ro("cancelled", &lci::request_state::cancelled)
@@ -187,7 +187,7 @@ void init_engine(nb::module_ & m) {
                  req.ignore_eos = ignore_eos;
                  req.speculative = speculative;
                  req.debug_fail_at = debug_fail_at;
-                 nb::gil_scoped_release release;
+                 gil_release release;
                  return self.get().submit(std::move(req));
              },
              nb::arg("prompt"), nb::arg("sampling"), nb::kw_only(), nb::arg("max_tokens") = 16,
@@ -219,7 +219,7 @@ void init_engine(nb::module_ & m) {
                  req.ignore_eos = ignore_eos;
                  req.speculative = speculative;
                  req.debug_fail_at = debug_fail_at;
-                 nb::gil_scoped_release release;
+                 gil_release release;
                  return self.get().submit_chat(templates, chat, std::move(req));
              },
              nb::arg("templates"), nb::arg("messages_json"), nb::arg("sampling"), nb::kw_only(),
@@ -241,7 +241,7 @@ void init_engine(nb::module_ & m) {
                  for (const auto & img : images) {
                      chat.images.emplace_back(img.c_str(), img.size());
                  }
-                 nb::gil_scoped_release release;
+                 gil_release release;
                  return self.get().chat_tokens(templates, chat);
              },
              nb::arg("templates"), nb::arg("messages_json"), nb::kw_only(), nb::arg("tools_json") = "",
@@ -252,18 +252,18 @@ void init_engine(nb::module_ & m) {
              [](py_engine & self, const std::vector<std::vector<llama_token>> & inputs, int32_t normalize) {
                  return self.get().embed(inputs, normalize);
              },
-             nb::arg("inputs"), nb::arg("normalize") = 2, nb::call_guard<nb::gil_scoped_release>(),
+             nb::arg("inputs"), nb::arg("normalize") = 2, nb::call_guard<gil_release>(),
              "One embedding per input (token ids): the model's pooling, or the mean over the "
              "tokens. normalize: -1 none, 2 unit length.")
         .def_prop_ro("n_embed_max", [](py_engine & self) { return self.get().n_embed_max(); },
                      "The most tokens one embedding input may have.")
-        .def("reset", [](py_engine & self) { self.get().reset(); }, nb::call_guard<nb::gil_scoped_release>(),
+        .def("reset", [](py_engine & self) { self.get().reset(); }, nb::call_guard<gil_release>(),
              "Forgets every cached token.")
         .def("save_state",
              [](py_engine & self) {
                  std::string s;
                  {
-                     nb::gil_scoped_release release;
+                     gil_release release;
                      s = self.get().save_state();
                  }
                  return nb::bytes(s.data(), s.size());
@@ -271,15 +271,15 @@ void init_engine(nb::module_ & m) {
         .def("load_state",
              [](py_engine & self, nb::bytes data) {
                  std::string s(data.c_str(), data.size());
-                 nb::gil_scoped_release release;
+                 gil_release release;
                  self.get().load_state(s);
              },
              nb::arg("data"))
         .def("cached_tokens", [](py_engine & self, uint32_t slot) { return self.get().cached_tokens(slot); },
-             nb::arg("slot") = 0, nb::call_guard<nb::gil_scoped_release>())
-        .def("kv_used", [](py_engine & self) { return self.get().kv_used(); }, nb::call_guard<nb::gil_scoped_release>(),
+             nb::arg("slot") = 0, nb::call_guard<gil_release>())
+        .def("kv_used", [](py_engine & self) { return self.get().kv_used(); }, nb::call_guard<gil_release>(),
              "KV cells in use by the slots, from llama.cpp's memory state.")
-        .def("close", [](py_engine & self) { self.get().close(); }, nb::call_guard<nb::gil_scoped_release>(),
+        .def("close", [](py_engine & self) { self.get().close(); }, nb::call_guard<gil_release>(),
              "Stops the worker; pending requests fail with EngineClosedError.")
         .def_prop_ro("closed", [](py_engine & self) { return self.get().closed(); })
         .def_prop_ro("model", [](py_engine & self) { return self.m; })

@@ -18,8 +18,8 @@ int python_level(int ggml_level) {
 }
 
 void forward(int level, const std::string & line) {
-    if (!nb::is_alive() || g_logger == nullptr) {
-        return;
+    if (!nb::is_alive() || g_logger == nullptr || python_exiting()) {
+        return; // at exit a worker thread must not take the GIL (the exit hook is past)
     }
     nb::gil_scoped_acquire gil;
     PyObject * r = PyObject_CallMethod(g_logger, "log", "is#", python_level(level), line.data(), (Py_ssize_t) line.size());

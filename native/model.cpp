@@ -35,6 +35,7 @@ std::shared_ptr<lci::model> load_model(const std::string & path, int32_t n_gpu_l
     lci::progress_fn fn;
     if (!progress.is_none()) {
         fn = [&](float value) -> bool {
+            park_if_exiting();
             nb::gil_scoped_acquire gil;
             try {
                 nb::object r = progress(value);
@@ -49,7 +50,7 @@ std::shared_ptr<lci::model> load_model(const std::string & path, int32_t n_gpu_l
     }
     std::shared_ptr<lci::model> m;
     try {
-        nb::gil_scoped_release release;
+        gil_release release;
         m = lci::model::load(p, fn);
     } catch (...) {
         if (callback_error) {
@@ -87,14 +88,14 @@ void init_model(nb::module_ & m) {
         .def("is_eog", &lci::model::is_eog, nb::arg("token"))
         .def("is_control", &lci::model::is_control, nb::arg("token"))
         .def("tokenize", &lci::model::tokenize, nb::arg("text"), nb::arg("add_special") = true,
-             nb::arg("parse_special") = false, nb::call_guard<nb::gil_scoped_release>(),
+             nb::arg("parse_special") = false, nb::call_guard<gil_release>(),
              "UTF-8 text to token ids.")
         .def("detokenize",
              [](const lci::model & self, const std::vector<llama_token> & tokens, bool remove_special,
                 bool unparse_special) {
                  std::string s;
                  {
-                     nb::gil_scoped_release release;
+                     gil_release release;
                      s = self.detokenize(tokens, remove_special, unparse_special);
                  }
                  return nb::bytes(s.data(), s.size());

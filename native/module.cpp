@@ -3,6 +3,7 @@
 
 NB_MODULE(_core, m) {
     m.doc() = "Native llama.cpp engine of llamacpp_integrations (private; use llamacpp_integrations.Llama)";
+    init_exit(m);
     init_errors(m);
     init_log(m);
     init_model(m);

@@ -18,7 +18,7 @@ void init_vision(nb::module_ & m) {
                 p.n_threads = n_threads;
                 p.use_gpu = use_gpu;
                 p.max_pixels = max_pixels;
-                nb::gil_scoped_release release;
+                gil_release release;
                 return lci::projector::load(std::move(model), p);
             },
             nb::arg("model"), nb::arg("path"), nb::kw_only(), nb::arg("n_threads") = -1, nb::arg("use_gpu") = true,

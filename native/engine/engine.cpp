@@ -126,9 +126,32 @@ engine::engine(std::shared_ptr<model> m, const context_params & p) : model_(std:
         slots_.push_back(slot{(llama_seq_id) i, {}});
     }
     worker_ = std::thread([this] { worker_main(); });
+    std::lock_guard<std::mutex> lock(live_mutex());
+    live_engines().insert(this);
+}
+
+std::mutex & engine::live_mutex() {
+    static auto * m = new std::mutex(); // never destroyed: used until the process ends
+    return *m;
+}
+
+std::set<engine *> & engine::live_engines() {
+    static auto * s = new std::set<engine *>();
+    return *s;
+}
+
+void engine::close_all() {
+    std::lock_guard<std::mutex> lock(live_mutex());
+    for (engine * e : live_engines()) {
+        e->close();
+    }
 }
 
 engine::~engine() {
+    {
+        std::lock_guard<std::mutex> lock(live_mutex());
+        live_engines().erase(this);
+    }
     close();
     llama_batch_free(batch_);
 }

@@ -37,6 +37,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -190,6 +191,10 @@ public:
     engine(const engine &) = delete;
     engine & operator=(const engine &) = delete;
 
+    // Closes every engine of the process (at interpreter exit: no worker may still be computing
+    // when the process's static objects, ggml's among them, are destroyed).
+    static void close_all();
+
     // Validates the request and queues it. Throws invalid_argument_error,
     // context_window_exceeded_error or grammar_error before anything is queued.
     std::shared_ptr<request_state> submit(completion_request req);
@@ -329,6 +334,8 @@ private:
     std::deque<task> queue_;
     std::deque<std::shared_ptr<embed_job>> embed_queue_;
     std::atomic<bool> closed_{false};
+    static std::mutex & live_mutex();
+    static std::set<engine *> & live_engines();
     std::vector<request_state *> in_batch_; // the requests of the decode in progress (worker only)
     uint64_t use_clock_ = 0;
     std::thread worker_;

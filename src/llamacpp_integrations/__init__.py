@@ -9,6 +9,8 @@ the optional subpackages ``llamacpp_integrations.langchain`` and
 
 from __future__ import annotations
 
+import atexit
+
 from . import _core
 from ._completion import CompletionStream
 from ._sampling import SamplingOptions
@@ -26,6 +28,10 @@ from .llama import LLAMA_DEFAULT_SEED, Llama
 from .models import default_model_path
 
 __version__ = "0.1.0"
+
+# At exit, daemon threads still waiting on a request stay parked in native code instead of
+# re-entering a finalizing interpreter (which aborts the process; see native/bindings.h).
+atexit.register(_core.begin_exit)
 
 __all__ = [
     "LLAMA_DEFAULT_SEED",

@@ -4,6 +4,11 @@ Native llama.cpp engine of llamacpp_integrations (private; use llamacpp_integrat
 
 from collections.abc import Callable, Mapping, Sequence
 
+def begin_exit() -> None:
+    """
+    Registered with atexit by the package: from now on, threads other than this one that come back from a blocking call wait for the process to end instead of re-entering Python (which CPython would end with pthread_exit, aborting the process).
+    """
+
 def set_log_level(min_level: int) -> None:
     """
     Forward llama.cpp log lines at or above min_level (1 debug, 2 info, 3 warn, 4 error) to the 'llamacpp_integrations' logger; 0 silences llama.cpp entirely (the default).

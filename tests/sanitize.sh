@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make asan: the extension and llama.cpp built with AddressSanitizer and UndefinedBehaviorSanitizer
-# (build/asan, apart from the normal build), then the unit tests, the bad-input corpus, and the
-# concurrency and vision tests run against that build. Any report fails the run.
+# (build/asan, apart from the normal build), then the unit tests, the bad-input corpus, the
+# concurrency and vision tests and the exit test run against that build. Any report fails the
+# run. .ci/run runs it after the normal suite.
 #
 # The interpreter is not instrumented, so the sanitizer runtimes are preloaded; leak checking is
 # off (CPython keeps its objects to the end by design). The editable install's import hook is
@@ -11,9 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 BUILD=build/asan
-TESTS=${ASAN_TESTS:-tests/unit tests/integration/test_corpus.py tests/integration/test_concurrency.py tests/integration/test_vision.py}
+TESTS=${ASAN_TESTS:-tests/unit tests/integration/test_corpus.py tests/integration/test_concurrency.py tests/integration/test_vision.py tests/integration/test_soak.py::test_interpreter_exit_with_requests_running_is_prompt}
 
-cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+# -O1 -g1: line tables for the reports, and about half the compile time of -O2 -g (CI builds it
+# from cold)
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_C_FLAGS_RELEASE="-O1 -g1" -DCMAKE_CXX_FLAGS_RELEASE="-O1 -g1" \
   -DLLAMACPP_INTEGRATIONS_SANITIZE=ON -DGGML_CCACHE=ON \
   -DPython_EXECUTABLE="$(command -v "$PYTHON")" \
   -Dnanobind_DIR="$("$PYTHON" -m nanobind --cmake_dir)" >/dev/null

@@ -43,11 +43,24 @@ const char * skip_space(const char * pos) {
 // Why llama.cpp's parser rejects the grammar ("" if it parses). llama_grammar_parser::parse()
 // writes its diagnosis to stderr and returns false; calling its rule parser directly yields the
 // same diagnosis as an exception, without touching a file descriptor or another thread's output.
-// A repetition {m,n} with n < m, which llama.cpp's parser accepts and then expands forever.
-std::string reversed_bounds(const std::string & g) {
+// Groups nested deeper than this are refused: llama.cpp's parser recurses once per level (several
+// frames each), and 100,000 levels overflowed the C++ stack (SIGSEGV). Real grammars nest a few
+// levels; those generated from JSON schemas refer to rules by name instead.
+constexpr int kMaxGrammarNesting = 200;
+
+// What llama.cpp's parser would mishandle, found by a scan that skips literals, classes and
+// comments: a repetition {m,n} with n < m, which it accepts and then expands forever, and groups
+// nested deeper than kMaxGrammarNesting.
+std::string lexical_problem(const std::string & g) {
+    int depth = 0;
     for (size_t i = 0; i < g.size(); ++i) {
         const char c = g[i];
-        if (c == '"' || c == '[') { // skip a literal or a character class, escapes included
+        if (c == '(' && ++depth > kMaxGrammarNesting) {
+            return "its groups nest more than " + std::to_string(kMaxGrammarNesting) + " levels deep";
+        }
+        if (c == ')') {
+            --depth;
+        } else if (c == '"' || c == '[') { // skip a literal or a character class, escapes included
             const char close = c == '"' ? '"' : ']';
             for (++i; i < g.size() && g[i] != close; ++i) {
                 if (g[i] == '\\') {
@@ -116,9 +129,9 @@ std::string grammar_diagnose(const model & m, const std::string & grammar) {
     if (nul != std::string::npos) {
         return "the grammar contains a NUL character at offset " + std::to_string(nul);
     }
-    const std::string bounds = reversed_bounds(grammar);
-    if (!bounds.empty()) {
-        return bounds;
+    const std::string lexical = lexical_problem(grammar);
+    if (!lexical.empty()) {
+        return lexical;
     }
     llama_grammar_parser parser(m.vocab());
     try {

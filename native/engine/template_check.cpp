@@ -20,13 +20,98 @@ namespace {
 
 constexpr int64_t kMaxTemplateLiteral = 1000000;
 
+// llama.cpp's Jinja parser recurses once (through several frames) per nested block, bracket,
+// prefix operator and inline if; 100,000 nested ifs or parentheses overflowed the C++ stack
+// (SIGSEGV) while parsing. Real templates nest about ten levels.
+constexpr int kMaxTemplateNesting = 200;
+
+bool opens_block(const std::string & keyword) {
+    return keyword == "if" || keyword == "for" || keyword == "macro" || keyword == "call" || keyword == "filter" ||
+           keyword == "generation" || keyword == "set";
+}
+
+// The deepest nesting the parser would recurse through, from the tokens alone.
+int nesting_depth(const std::vector<jinja::token> & tokens) {
+    using T = jinja::token;
+    int blocks = 0, brackets = 0, prefix_run = 0, inline_ifs = 0, deepest = 0;
+    bool in_tag = false, statement_start = false, set_has_equals = false;
+    int set_blocks_pending = 0;
+    for (const auto & tok : tokens) {
+        switch (tok.t) {
+            case T::open_statement:
+            case T::open_expression:
+                in_tag = true;
+                statement_start = tok.t == T::open_statement;
+                brackets = prefix_run = inline_ifs = 0;
+                set_has_equals = false;
+                set_blocks_pending = 0;
+                continue;
+            case T::close_statement:
+            case T::close_expression:
+                if (set_blocks_pending > 0 && !set_has_equals) {
+                    ++blocks; // {% set x %}...{% endset %}
+                }
+                in_tag = false;
+                continue;
+            case T::open_paren:
+            case T::open_square_bracket:
+            case T::open_curly_bracket:
+                ++brackets;
+                break;
+            case T::close_paren:
+            case T::close_square_bracket:
+            case T::close_curly_bracket:
+                --brackets;
+                break;
+            case T::equals:
+                set_has_equals = true;
+                break;
+            default:
+                break;
+        }
+        if (!in_tag) {
+            continue;
+        }
+        const bool keyword = tok.t == T::identifier;
+        if (statement_start && keyword) {
+            if (tok.value == "set") {
+                set_blocks_pending = 1;
+            } else if (opens_block(tok.value)) {
+                ++blocks;
+            } else if (tok.value.rfind("end", 0) == 0) {
+                --blocks;
+            }
+            statement_start = false;
+            continue;
+        }
+        statement_start = false;
+        const bool prefix = tok.t == T::unary_operator || (tok.t == T::additive_binary_operator && prefix_run > 0) ||
+                            (keyword && tok.value == "not");
+        prefix_run = prefix ? prefix_run + 1 : 0;
+        if (keyword && tok.value == "if") {
+            ++inline_ifs;
+        }
+        deepest = std::max(deepest, blocks + brackets + prefix_run + inline_ifs);
+    }
+    return std::max(deepest, blocks);
+}
+
 } // namespace
 
 void check_template(const std::string & src, const std::string & what) {
     jinja::program prog;
     try {
         jinja::lexer lx;
-        prog = jinja::parse_from_tokens(lx.tokenize(src));
+        const jinja::lexer_result lexed = lx.tokenize(src);
+        const int depth = nesting_depth(lexed.tokens);
+        if (depth > kMaxTemplateNesting) {
+            throw invalid_argument_error(what + " is refused: it nests blocks, brackets or operators " +
+                                         std::to_string(depth) + " levels deep (at most " +
+                                         std::to_string(kMaxTemplateNesting) + ")");
+        }
+        prog = jinja::parse_from_tokens(lexed);
+    } catch (const invalid_argument_error &) {
+        throw;
     } catch (const std::exception &) {
         return; // llama.cpp's own parse reports the syntax errors
     }

@@ -54,6 +54,8 @@ def _json(value: Any, what: str) -> str:
         return json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError) as e:
         raise InvalidParameterError(f"{what} must be JSON-serializable: {e}") from e
+    except RecursionError as e:
+        raise InvalidParameterError(f"{what} nest too deeply to encode as JSON") from e
 
 
 def normalize_tools(

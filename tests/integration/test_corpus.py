@@ -109,7 +109,8 @@ GRAMMARS = {
     "reversed-bounds": 'root ::= "a"{3,1}',
     "huge-repetition": 'root ::= "a"{0,1000000000}',
     "huge-exact-repetition": 'root ::= "a"{99999999}',
-    "deep-nesting": "root ::= " + "(" * 500 + '"a"' + ")" * 500,
+    "deep-nesting": "root ::= " + "(" * 150 + '"a"' + ")" * 150,
+    "too-deep-nesting": "root ::= " + "(" * 100000 + '"a"' + ")" * 100000,  # was SIGSEGV
     "unbalanced": 'root ::= ("a"',
     "left-recursion": 'root ::= root "a" | "a"',
     "mutual-recursion-only": "root ::= a\na ::= b\nb ::= a",
@@ -202,7 +203,15 @@ TEMPLATES = {
     "empty": "",
     "only-text": "no variables at all",
     "nul-in-template": "{{ messages[0].content }}\x00tail",
-    "deep-if-nesting": "{% if true %}" * 300 + "x" + "{% endif %}" * 300,
+    "deep-if-nesting": "{% if true %}" * 150 + "x" + "{% endif %}" * 150,
+    # each of these overflowed the C++ stack in llama.cpp's parser (SIGSEGV)
+    "too-deep-if-nesting": "{% if true %}" * 100000 + "x" + "{% endif %}" * 100000,
+    "too-deep-parentheses": "{{ " + "(" * 100000 + "1" + ")" * 100000 + " }}",
+    "too-deep-lists": "{{ " + "[" * 100000 + "]" * 100000 + " }}",
+    "too-many-nots": "{{ " + "not " * 100000 + "true }}",
+    "too-many-minuses": "{{ " + "-" * 100000 + "1 }}",
+    "too-deep-inline-ifs": "{{ " + "1 if true else " * 100000 + "1 }}",
+    "too-deep-for-nesting": "{% for m in messages %}" * 100000 + "{% endfor %}" * 100000,
     "filters-on-none": "{{ none | length }}{{ none | upper }}",
     "moderate-loop": "{% for i in range(2000) %}.{% endfor %}{{ messages[0].content }}",
     "huge-range": "{% for i in range(1000000000) %}x{% endfor %}",
@@ -212,6 +221,20 @@ TEMPLATES = {
     "nested-moderate-loops": "{% for i in range(300) %}{% for j in range(300) %}.{% endfor %}"
     "{% endfor %}",
 }
+
+
+def nested(inner: Any, depth: int) -> Any:
+    for _ in range(depth):
+        inner = {"a": inner}
+    return inner
+
+
+def deep_tool(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    params = {"type": "object", "properties": {"a": schema}}
+    return {"type": "function", "function": {"name": "f", "parameters": params}}
 
 
 def chat_cases() -> dict[str, dict[str, Any]]:
@@ -264,6 +287,11 @@ def chat_cases() -> dict[str, dict[str, Any]]:
             "tools": [{"type": "function", "function": {"name": "f", "parameters": 3}}],
         },
         "tools-duplicate-names": {"messages": user, "tools": [tool, tool]},
+        "tool-parameters-nested-900": {"messages": user, "tools": [deep_tool(900)]},
+        "tool-parameters-nested-100000": {"messages": user, "tools": [deep_tool(100000)]},
+        "message-field-nested-100000": {
+            "messages": [{"role": "user", "content": "hi", "extra": nested({}, 100000)}]
+        },
         "tool-type-null": {"messages": user, "tools": [{"type": None}]},  # found by fuzzing
         "tool-choice-unknown-name": {
             "messages": user,

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from typing_extensions import Unpack
@@ -22,7 +22,8 @@ from . import _core
 from ._chat import ChatCompletionMixin, read_grammar
 from ._completion import CompletionStream, ResponseMeta
 from ._embedding import EmbeddingMixin
-from ._images import MAX_IMAGE_BYTES, ImagePolicy
+from ._images import ImagePolicy
+from ._loading import LLAMA_DEFAULT_SEED, LoadOptions, check_load, load_doc, with_loading
 from ._params import (
     bind_call,
     check_int,
@@ -39,9 +40,6 @@ from .errors import EngineClosedError, InvalidParameterError
 from .types import CompletionResponse
 
 __all__ = ["LLAMA_DEFAULT_SEED", "CompletionStream", "Llama"]
-
-LLAMA_DEFAULT_SEED = 0xFFFFFFFF
-"""The seed value meaning "a random seed" (as in llama.cpp and llama-cpp-python)."""
 
 logger = logging.getLogger("llamacpp_integrations")
 
@@ -61,181 +59,63 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
 
     Args:
         model_path: Path to a GGUF file.
-        n_gpu_layers: Layers to offload to the GPU; -1 offloads all (needs a CUDA/Metal build).
-        main_gpu: The GPU used for the whole model when it is not split.
-        tensor_split: How to split the model across GPUs (proportions, one per device).
-        vocab_only: Load only the vocabulary (tokenize/detokenize; no generation).
-        use_mmap: Memory-map the weights (fast loads, shared pages).
-        use_mlock: Lock the weights in RAM.
-        seed: Default sampling seed; ``LLAMA_DEFAULT_SEED`` (or -1) picks a random one per call.
-        n_ctx: Context window of each conversation in tokens (each slot gets this many KV cells,
-            see ``n_seq_max``); 0 uses the model's training context.
-        n_batch: Maximum tokens per ``llama_decode`` call during prompt processing.
-        n_ubatch: Physical batch size (at most n_batch).
-        n_threads: Threads for generation; None uses the physical cores.
-        n_threads_batch: Threads for prompt processing; None uses ``n_threads``.
-        rope_freq_base: RoPE base frequency; 0 takes the model's.
-        rope_freq_scale: RoPE frequency scale; 0 takes the model's.
-        flash_attn: Flash attention on/off; None lets llama.cpp decide.
-        type_k: KV cache type of K ('f16', 'q8_0', ... or a ggml type id); None: f16.
-        type_v: KV cache type of V; None: f16.
-        f16_kv: Kept for compatibility: False stores the KV cache as f32 unless type_k/type_v say
-            otherwise.
-        offload_kqv: Keep the KV cache on the GPU when layers are offloaded.
-        embedding: Accepted for compatibility: every ``Llama`` can :meth:`embed`; True makes
-            the context output embeddings by default.
-        last_n_tokens_size: How many recent tokens the repetition penalties look at.
-        lora_path: A LoRA adapter (GGUF) applied to the model.
-        lora_scale: The adapter's scale.
-        lora_base: Accepted for compatibility; GGUF adapters need no base model.
-        n_seq_max: Requests served at once, each in its own slot with its own prompt cache; more
-            wait in line. Each slot has a KV stream of its own with n_ctx cells, so the KV cache
-            holds ``n_ctx * n_seq_max`` tokens, and a request attends only to its own cells
-            (another slot's cached conversation costs it nothing). 8 slots reach llama-server's
-            throughput at 8 concurrent requests (``benchmarks/bench_batching.py``). Decoded
-            together, up to 4 sequences give bit-identical greedy output to decoding alone;
-            with more, llama.cpp's wider matmul kernels can flip near-tied greedy choices.
-        kv_unified: One pool of n_ctx KV cells shared by all slots instead of a stream per slot:
-            less memory for many slots, and one request may use the whole pool, but every decode
-            attends over all cached cells, and idle slots' caches are dropped (least recently
-            used first) when the pool fills.
-        speculative: Speculative decoding: each generating request drafts the tokens likely to
-            come next, and one decode verifies the whole draft (the request's own sampler samples
-            every position and keeps the draft while it agrees), so greedy output is unchanged
-            and sampled output keeps its distribution. ``"ngram"`` drafts from n-grams of the
-            request's own prompt and output (RAG answers quoting their context, extraction,
-            edits, tool arguments repeating the user); llama.cpp's n-gram kinds by name
-            (``"ngram-simple"``, ``"ngram-map-k"``, ``"ngram-map-k4v"``, ``"ngram-mod"``,
-            ``"ngram-cache"``); ``"draft"`` with ``draft_model_path`` (the default when one is
-            given). None (the default otherwise): off. A draft is verified only when its
-            expected yield beats its cost, weighed with the cost of a decode of more rows
-            measured when the engine starts: on a 2-core CPU a second row costs nearly a whole
-            decode, so drafts pay only while a request copies long runs
-            (``benchmarks/bench_speculative.py``); on a GPU rows are nearly free. Greedy output
-            equals non-speculative output while the context holds fewer than 256 tokens; beyond,
-            llama.cpp's CPU attention sums one-token and several-token decodes in different
-            orders, so near-tied greedy choices can differ. ``timings`` report ``draft_n`` and
-            ``draft_n_accepted``, ``usage`` the accepted and rejected prediction tokens.
-        draft_model_path: A small GGUF sharing this model's vocabulary, used to draft (a
-            different vocabulary raises ``InvalidParameterError``).
-        draft_n_gpu_layers: The draft model's GPU layers; None: as ``n_gpu_layers``.
-        draft_max: The longest draft, in tokens.
-        draft_min: Drafts shorter than this are not verified.
-        draft_ngram_size: n-gram kinds: how many tokens of the history must match before the
-            tokens that followed them are drafted.
-        draft_ngram_min_hits: ``"ngram-map-k"``/``"ngram-map-k4v"``: how often an n-gram must
-            have occurred before it drafts.
-        draft_always: Verify every draft the drafter proposes (as llama-server does) instead of
-            only those whose expected yield beats their cost.
-        mmproj_path: A vision projector GGUF (``mmproj``) made for this model: chat messages may
-            then hold images as OpenAI ``image_url`` parts (llama.cpp's mtmd library does the
-            image preprocessing and the vision encoder). A projector whose output width differs
-            from the model's raises ``ModelLoadError``.
-        allow_image_files: Image parts may name local files (paths or ``file://`` URLs).
-        allow_image_urls: Image parts may be ``http(s)`` URLs, fetched when the request is
-            made (off by default; ``data:`` URLs always work).
-        max_image_bytes: The most bytes one image may have (data, file or fetched).
-        max_image_pixels: The most pixels one image may have, checked on its header before it
-            is decoded.
-        chat_format: Name of a llama.cpp built-in chat template for chat completions.
-        chat_template: A Jinja chat template overriding the GGUF's own.
-        progress_callback: Called with the load progress in [0, 1]; return False to cancel.
-        verbose: Forward llama.cpp's log to the ``llamacpp_integrations`` logger (printed to
-            stderr when that logger has no handler). Silent otherwise.
+        **options: The load keywords (:class:`~llamacpp_integrations._loading.LoadOptions`,
+            listed below with their defaults): how the weights are loaded, and the context,
+            slots and extras of the engine.
     """
 
-    def __init__(
-        self,
-        model_path: str | os.PathLike[str],
-        *,
-        n_gpu_layers: int = 0,
-        main_gpu: int = 0,
-        tensor_split: Sequence[float] | None = None,
-        vocab_only: bool = False,
-        use_mmap: bool = True,
-        use_mlock: bool = False,
-        seed: int = LLAMA_DEFAULT_SEED,
-        n_ctx: int = 512,
-        n_batch: int = 512,
-        n_ubatch: int = 512,
-        n_threads: int | None = None,
-        n_threads_batch: int | None = None,
-        rope_freq_base: float = 0.0,
-        rope_freq_scale: float = 0.0,
-        flash_attn: bool | None = None,
-        type_k: int | str | None = None,
-        type_v: int | str | None = None,
-        f16_kv: bool = True,
-        offload_kqv: bool = True,
-        embedding: bool = False,
-        last_n_tokens_size: int = 64,
-        lora_path: str | os.PathLike[str] | None = None,
-        lora_scale: float = 1.0,
-        lora_base: str | os.PathLike[str] | None = None,
-        n_seq_max: int = 8,
-        kv_unified: bool = False,
-        speculative: str | None = None,
-        draft_model_path: str | os.PathLike[str] | None = None,
-        draft_n_gpu_layers: int | None = None,
-        draft_max: int = 16,
-        draft_min: int = 0,
-        draft_ngram_size: int = 3,
-        draft_ngram_min_hits: int = 1,
-        draft_always: bool = False,
-        mmproj_path: str | os.PathLike[str] | None = None,
-        allow_image_files: bool = True,
-        allow_image_urls: bool = False,
-        max_image_bytes: int = MAX_IMAGE_BYTES,
-        max_image_pixels: int = 50_000_000,
-        chat_format: str | None = None,
-        chat_template: str | None = None,
-        progress_callback: Callable[[float], bool | None] | None = None,
-        verbose: bool = False,
-    ) -> None:
+    @with_loading()
+    def __init__(self, model_path: str | os.PathLike[str], **options: Unpack[LoadOptions]) -> None:
+        """Loads the model (shared with every ``Llama`` loaded with the same weights settings)
+        and starts its engine.
+
+        Raises:
+            TypeError: An unknown keyword (named, with the closest known one).
+            InvalidParameterError: A value of the wrong type, out of range, or not one of its
+                choices, or settings that contradict each other.
+            ModelLoadError: The file (model, adapter, draft or projector) is missing or invalid.
+        """
         self._closed = True  # until fully constructed: close() and __del__ must be safe
-        if verbose:
+        o = check_load(options)
+        if o["verbose"]:
             enable_verbose_logging()
         self.model_path = os.fspath(model_path)
-        self.verbose = verbose
-        self.chat_format = chat_format
-        self.chat_template = chat_template
-        self.lora_base = lora_base
-        self.last_n_tokens_size = check_int(last_n_tokens_size, "last_n_tokens_size", -1)
-        self.seed = int(seed)
-        check_int(n_ctx, "n_ctx", 0)
-        check_int(n_batch, "n_batch", 1)
-        check_int(n_ubatch, "n_ubatch", 1)
-        check_int(n_seq_max, "n_seq_max", 1)
-        check_int(n_gpu_layers, "n_gpu_layers", -1)
-        if n_threads is not None:
-            check_int(n_threads, "n_threads", 1)
-        if n_threads_batch is not None:
-            check_int(n_threads_batch, "n_threads_batch", 1)
-        if not f16_kv and type_k is None:
+        self.verbose = o["verbose"]
+        self.chat_format = o["chat_format"]
+        self.chat_template = o["chat_template"]
+        if self.chat_format is not None and self.chat_template is not None:
+            raise InvalidParameterError("pass chat_format or chat_template, not both")
+        self.lora_base = o["lora_base"]
+        self.last_n_tokens_size = o["last_n_tokens_size"]
+        self.seed = o["seed"]
+        vocab_only = o["vocab_only"]
+        type_k, type_v = o["type_k"], o["type_v"]
+        if not o["f16_kv"] and type_k is None:
             type_k = "f32"
-        if not f16_kv and type_v is None:
+        if not o["f16_kv"] and type_v is None:
             type_v = "f32"
-        type_k_id = kv_type(type_k, "type_k")
-        type_v_id = kv_type(type_v, "type_v")
+        spec = speculative_type(o["speculative"], o["draft_model_path"])
         self._model = load_model(
             self.model_path,
-            n_gpu_layers=n_gpu_layers,
-            main_gpu=main_gpu,
-            tensor_split=tensor_split,
-            use_mmap=use_mmap,
-            use_mlock=use_mlock,
+            n_gpu_layers=o["n_gpu_layers"],
+            main_gpu=o["main_gpu"],
+            tensor_split=o["tensor_split"],
+            use_mmap=o["use_mmap"],
+            use_mlock=o["use_mlock"],
             vocab_only=vocab_only,
-            lora_path=lora_path,
-            lora_scale=lora_scale,
-            progress_callback=progress_callback,
+            lora_path=o["lora_path"],
+            lora_scale=o["lora_scale"],
+            progress_callback=o["progress_callback"],
         )
         self._engine: _core.Engine | None = None
         self._image_policy = ImagePolicy(
-            local_files=bool(allow_image_files),
-            remote=bool(allow_image_urls),
-            max_bytes=check_int(max_image_bytes, "max_image_bytes", 1),
+            local_files=o["allow_image_files"],
+            remote=o["allow_image_urls"],
+            max_bytes=o["max_image_bytes"],
         )
+        mmproj_path = o["mmproj_path"]
         self.mmproj_path = None if mmproj_path is None else os.fspath(mmproj_path)
+        n_threads = o["n_threads"]
         projector = None
         if self.mmproj_path is not None:
             if vocab_only:
@@ -244,60 +124,57 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
                 self._model,
                 self.mmproj_path,
                 n_threads=n_threads or -1,
-                use_gpu=n_gpu_layers != 0,
-                max_pixels=check_int(max_image_pixels, "max_image_pixels", 1),
+                use_gpu=o["n_gpu_layers"] != 0,
+                max_pixels=o["max_image_pixels"],
             )
         if not vocab_only:
-            spec = speculative_type(speculative, draft_model_path)
             draft_model = None
-            if draft_model_path is not None:
+            draft_path = o["draft_model_path"]
+            if draft_path is not None:
                 # the vocabulary first: a draft for another tokenizer fails before its weights load
-                why = self._model.vocab_mismatch(load_model(draft_model_path, vocab_only=True))
+                why = self._model.vocab_mismatch(load_model(draft_path, vocab_only=True))
                 if why:
                     raise InvalidParameterError(
-                        f"draft model {os.fspath(draft_model_path)!r} cannot draft for "
+                        f"draft model {os.fspath(draft_path)!r} cannot draft for "
                         f"{self.model_path!r}: {why}; a draft model must share the model's "
                         "vocabulary"
                     )
+                draft_layers = o["draft_n_gpu_layers"]
                 draft_model = load_model(
-                    draft_model_path,
-                    n_gpu_layers=n_gpu_layers if draft_n_gpu_layers is None else draft_n_gpu_layers,
-                    main_gpu=main_gpu,
-                    use_mmap=use_mmap,
-                    use_mlock=use_mlock,
+                    draft_path,
+                    n_gpu_layers=o["n_gpu_layers"] if draft_layers is None else draft_layers,
+                    main_gpu=o["main_gpu"],
+                    use_mmap=o["use_mmap"],
+                    use_mlock=o["use_mlock"],
                 )
+            flash_attn = o["flash_attn"]
             self._engine = _core.Engine(
                 self._model,
-                n_ctx=n_ctx,
-                n_batch=n_batch,
-                n_ubatch=n_ubatch,
-                n_seq_max=n_seq_max,
+                n_ctx=o["n_ctx"],
+                n_batch=o["n_batch"],
+                n_ubatch=o["n_ubatch"],
+                n_seq_max=o["n_seq_max"],
                 n_threads=n_threads or -1,
-                n_threads_batch=n_threads_batch or -1,
-                flash_attn=-1 if flash_attn is None else int(bool(flash_attn)),
-                type_k=type_k_id,
-                type_v=type_v_id,
-                embeddings=embedding,
-                offload_kqv=offload_kqv,
-                rope_freq_base=float(rope_freq_base),
-                rope_freq_scale=float(rope_freq_scale),
-                kv_unified=bool(kv_unified),
+                n_threads_batch=o["n_threads_batch"] or -1,
+                flash_attn=-1 if flash_attn is None else int(flash_attn),
+                type_k=kv_type(type_k, "type_k"),
+                type_v=kv_type(type_v, "type_v"),
+                embeddings=o["embedding"],
+                offload_kqv=o["offload_kqv"],
+                rope_freq_base=float(o["rope_freq_base"]),
+                rope_freq_scale=float(o["rope_freq_scale"]),
+                kv_unified=o["kv_unified"],
                 speculative=spec,
                 draft_model=draft_model,
-                draft_max=check_int(draft_max, "draft_max", 1),
-                draft_min=check_int(draft_min, "draft_min", 0),
-                ngram_size=check_int(draft_ngram_size, "draft_ngram_size", 1),
-                ngram_min_hits=check_int(draft_ngram_min_hits, "draft_ngram_min_hits", 1),
-                draft_always=bool(draft_always),
+                draft_max=o["draft_max"],
+                draft_min=o["draft_min"],
+                ngram_size=o["draft_ngram_size"],
+                ngram_min_hits=o["draft_ngram_min_hits"],
+                draft_always=o["draft_always"],
                 vision=projector,
             )
-        self._n_ctx_requested = n_ctx
+        self._n_ctx_requested = o["n_ctx"]
         self._chat_templates: _core.ChatTemplates | None = None
-        if chat_format is not None and chat_template is not None:
-            raise InvalidParameterError("pass chat_format or chat_template, not both")
-        if chat_format is not None and chat_format not in _core.builtin_chat_formats():
-            known = ", ".join(_core.builtin_chat_formats())
-            raise InvalidParameterError(f"chat_format {chat_format!r} is not one of: {known}")
         self.metadata: dict[str, str] = self._model.metadata()
         self._closed = False
 
@@ -627,3 +504,6 @@ class Llama(ChatCompletionMixin, EmbeddingMixin):
     def _echo_text(self, tokens: Sequence[int]) -> str:
         model = self._require_model()
         return bytes(model.detokenize(list(tokens), True, False)).decode("utf-8", errors="replace")
+
+
+Llama.__doc__ = f"{(Llama.__doc__ or '').rstrip()}\n\n    Load keywords:\n{load_doc('        ')}"

@@ -13,6 +13,7 @@ from langchain_core.language_models.base import LangSmithParams
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from typing_extensions import Self
 
+from .._loading import LoadSetting, check_load, load_settings
 from .._sampling import SAMPLING_ARGS, settings
 from .._shared import shared_llama
 from ..download import download_model
@@ -25,22 +26,88 @@ __all__ = ["LlamaCppFields", "LlamaLoadFields", "SamplingFields", "deadline_of"]
 PROVIDER = "llamacpp"
 """``ls_provider`` in traces, and ``model_provider`` in response metadata."""
 
-# Llama constructor arguments spelled as in langchain_community, and what they become.
-_LOAD_FIELDS = (
-    "n_ctx",
-    "seed",
-    "vocab_only",
-    "use_mlock",
-    "use_mmap",
-    "n_threads",
-    "n_batch",
-    "f16_kv",
-    "last_n_tokens_size",
-)
+# The Llama load settings that are fields here (langchain_community's, and ``mmproj_path``), with
+# the type, default and doc they have where langchain_community's differ from ``LoadOptions``;
+# None, where a field allows it, means the Llama's default. Every other load setting goes
+# through ``model_kwargs``, checked against the same definition.
+_LOAD_FIELDS: dict[str, tuple[Any, Any, str] | None] = {
+    "mmproj_path": (
+        str | None,
+        None,
+        "A vision projector GGUF for the model: ``HumanMessage`` content may then hold images "
+        "(``image_url`` parts, or LangChain's standard image blocks, base64 or URL).",
+    ),
+    "lora_base": None,
+    "lora_path": None,
+    "n_ctx": None,
+    "seed": (int, -1, "Sampling seed; -1 picks a random one per call."),
+    "f16_kv": None,
+    "vocab_only": None,
+    "use_mlock": None,
+    "use_mmap": None,
+    "n_threads": None,
+    "n_batch": (
+        int,
+        512,
+        "Tokens per decode call while reading the prompt (langchain_community's default of 8 "
+        "is 60 times slower here; 512 is llama.cpp's).",
+    ),
+    "n_gpu_layers": (
+        int | None,
+        None,
+        "Layers to offload to the GPU (-1: all); needs a CUDA or Metal build.",
+    ),
+    "n_seq_max": (
+        int,
+        8,
+        "Requests served at once (``batch``/``abatch``, threads, coroutines), each in its own "
+        "slot with its own prompt cache and ``n_ctx`` KV cells; more wait in line.",
+    ),
+    "last_n_tokens_size": None,
+    "rope_freq_scale": (float | None, None, "RoPE frequency scale; None takes the model's."),
+    "rope_freq_base": (float | None, None, "RoPE base frequency; None takes the model's."),
+    "verbose": (
+        bool,
+        False,
+        "Show llama.cpp's log (through the ``llamacpp_integrations`` logger).",
+    ),
+}
 
 
-class LlamaLoadFields(BaseModel):
-    """Fields that choose and load the model (the ``client``)."""
+def _pydantic_type(s: LoadSetting) -> Any:
+    """The type of a load setting as a pydantic field (paths as ``str``)."""
+    if s.kind == "path":
+        return str | None if s.optional else str
+    return s.type
+
+
+def _load_fields() -> dict[str, Any]:
+    """Pydantic fields of the load settings in ``_LOAD_FIELDS``, from ``LoadOptions``."""
+    by_name = {s.name: s for s in load_settings()}
+    out: dict[str, Any] = {}
+    for name, override in _LOAD_FIELDS.items():
+        s = by_name[name]
+        kind, default, doc = override or (_pydantic_type(s), s.default, s.doc)
+        r = s.range
+        out[name] = (kind, Field(default=default, description=doc, ge=r.ge, gt=r.gt, le=r.le))
+    return out
+
+
+if TYPE_CHECKING:
+    _LoadSettingFields = BaseModel
+else:
+    _LoadSettingFields = create_model(
+        "_LoadSettingFields",
+        __config__=ConfigDict(extra="forbid", protected_namespaces=()),
+        **_load_fields(),
+    )
+
+
+class LlamaLoadFields(_LoadSettingFields):
+    """Fields that choose and load the model (the ``client``): the Llama load settings
+    langchain_community's classes have as fields (``n_ctx``, ``n_threads``, ``n_batch``,
+    ``n_gpu_layers``, ``seed``, ``use_mmap``, ...; see ``llamacpp_integrations.LoadOptions``),
+    ``model_kwargs`` for the others, and these."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
@@ -52,54 +119,19 @@ class LlamaLoadFields(BaseModel):
     """URL of a GGUF file, downloaded once into the cache (resumed if interrupted)."""
     model_sha256: str | None = None
     """Expected SHA-256 (hex) of the file at ``model_url``."""
-    mmproj_path: str | None = None
-    """A vision projector GGUF for the model: ``HumanMessage`` content may then hold images
-    (``image_url`` parts, or LangChain's standard image blocks, base64 or URL)."""
     share_client: bool = True
     """Use the process's one ``Llama`` for this GGUF and these settings, shared with every
     other adapter that names them (one copy of the weights, one context and one scheduler for
     chat, completion and embedding requests alike); False loads a separate one."""
-    lora_base: str | None = None
-    """Accepted for compatibility; GGUF LoRA adapters need no base model."""
-    lora_path: str | None = None
-    """A LoRA adapter (GGUF) applied to the model."""
-    n_ctx: int = 512
-    """Context window in tokens; 0 uses the model's training context."""
     n_parts: int = -1
     """Accepted for compatibility: GGUF models are never split into parts."""
-    seed: int = -1
-    """Sampling seed; -1 picks a random one per call."""
-    f16_kv: bool = True
-    """Store the KV cache in f16 (False: f32)."""
     logits_all: bool = False
     """Accepted for compatibility: logits are kept for every token exactly when logprobs are
     asked for."""
-    vocab_only: bool = False
-    """Load only the vocabulary (tokenizing works; generating does not)."""
-    use_mlock: bool = False
-    """Lock the weights in RAM."""
-    use_mmap: bool = True
-    """Memory-map the weights."""
-    n_threads: int | None = Field(default=None, ge=1)
-    """CPU threads; None uses the physical cores."""
-    n_batch: int = Field(default=512, ge=1)
-    """Tokens per decode call while reading the prompt (langchain_community's default of 8 is
-    60 times slower here; 512 is llama.cpp's)."""
-    n_gpu_layers: int | None = None
-    """Layers to offload to the GPU (-1: all); needs a CUDA or Metal build."""
-    n_seq_max: int = Field(default=8, ge=1)
-    """Requests served at once (``batch``/``abatch``, threads, coroutines), each in its own slot
-    with its own prompt cache and ``n_ctx`` KV cells; more wait in line."""
-    last_n_tokens_size: int = 64
-    """How many recent tokens the repetition penalty looks at."""
-    rope_freq_scale: float | None = None
-    """RoPE frequency scale; None takes the model's."""
-    rope_freq_base: float | None = None
-    """RoPE base frequency; None takes the model's."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Further ``Llama`` constructor arguments (``flash_attn``, ``type_k``, ``chat_format``...)."""
-    verbose: bool = False
-    """Show llama.cpp's log (through the ``llamacpp_integrations`` logger)."""
+    """Further ``Llama`` constructor arguments (``flash_attn``, ``type_k``, ``chat_format``...;
+    any key of ``LoadOptions``), checked when the model is created: an unknown key raises
+    ``TypeError`` naming it."""
 
     @classmethod
     def from_pretrained(cls, repo_id: str, filename: str, **kwargs: Any) -> Self:
@@ -108,6 +140,7 @@ class LlamaLoadFields(BaseModel):
 
     @model_validator(mode="after")
     def _load_client(self) -> LlamaLoadFields:
+        check_load(self.model_kwargs, "model_kwargs")  # a typo fails even with a client
         if self.client is None:
             if not self.model_path and self.model_url:
                 self.model_path = str(download_model(self.model_url, sha256=self.model_sha256))
@@ -119,28 +152,21 @@ class LlamaLoadFields(BaseModel):
 
     def llama_kwargs(self) -> dict[str, Any]:
         """The ``Llama`` constructor arguments these fields describe."""
-        kwargs: dict[str, Any] = {name: getattr(self, name) for name in _LOAD_FIELDS}
+        kwargs: dict[str, Any] = {
+            name: value for name in _LOAD_FIELDS if (value := getattr(self, name)) is not None
+        }
         kwargs["model_path"] = self.model_path
-        kwargs["seed"] = 0xFFFFFFFF if self.seed < 0 else self.seed
-        kwargs["n_ubatch"] = self.n_batch
-        kwargs["n_seq_max"] = self.n_seq_max
-        kwargs["verbose"] = self.verbose
-        if self.lora_path:
-            kwargs["lora_path"] = self.lora_path
-            kwargs["lora_base"] = self.lora_base
-        if self.n_gpu_layers is not None:
-            kwargs["n_gpu_layers"] = self.n_gpu_layers
-        if self.mmproj_path is not None:
-            kwargs["mmproj_path"] = self.mmproj_path
-        if self.rope_freq_scale is not None:
-            kwargs["rope_freq_scale"] = self.rope_freq_scale
-        if self.rope_freq_base is not None:
-            kwargs["rope_freq_base"] = self.rope_freq_base
+        kwargs["seed"] = 0xFFFFFFFF if kwargs["seed"] < 0 else kwargs["seed"]
+        kwargs["n_ubatch"] = kwargs["n_batch"]
         overlap = set(kwargs) & set(self.model_kwargs)
         if overlap:
             raise ValueError(f"model_kwargs repeats fields given directly: {sorted(overlap)}")
         kwargs.update(self.model_kwargs)
         return kwargs
+
+    def load_value(self, name: str) -> Any:
+        """The value of a load field (made from ``LoadOptions``, so unknown to type checkers)."""
+        return getattr(self, name)
 
     @property
     def llama(self) -> Llama:

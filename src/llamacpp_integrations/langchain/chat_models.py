@@ -113,11 +113,15 @@ class ChatLlamaCpp(LlamaCppFields, BaseChatModel):
 
     def _resolve_model_profile(self) -> ModelProfile | None:
         client = self.client
-        vision = client.supports_vision if client is not None else self.mmproj_path is not None
+        vision = (
+            client.supports_vision
+            if client is not None
+            else self.load_value("mmproj_path") is not None
+        )
         urls = client is not None and client._image_policy.remote
         return ModelProfile(
             open_weights=True,
-            max_input_tokens=client.n_ctx() if client is not None else self.n_ctx,
+            max_input_tokens=client.n_ctx() if client is not None else self.load_value("n_ctx"),
             text_inputs=True,
             image_inputs=vision,
             image_url_inputs=vision and urls,

@@ -10,6 +10,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 
+from .._loading import check_load
 from .._shared import shared_llama
 from ..llama import Llama
 from ..models import default_model_path
@@ -151,7 +152,9 @@ class LlamaCppEmbedding(ClientMixin, BaseEmbedding):
 
         Raises:
             ModelLoadError: The model file is missing or invalid, or the download failed.
-            TypeError: An unknown key in ``model_kwargs``.
+            TypeError: An unknown key in ``model_kwargs`` (named, with the closest
+                ``LoadOptions`` key), even with ``client``.
+            InvalidParameterError: A bad value in ``model_kwargs``.
         """
         fields: dict[str, Any] = dict(
             model_path=os.fspath(model_path) if model_path is not None else None,
@@ -170,6 +173,7 @@ class LlamaCppEmbedding(ClientMixin, BaseEmbedding):
         if callback_manager is not None:
             fields["callback_manager"] = callback_manager
         super().__init__(**fields)
+        check_load(self.model_kwargs, "LlamaCppEmbedding model_kwargs")
         if client is not None:
             self._client = client
             self._owns_client = False

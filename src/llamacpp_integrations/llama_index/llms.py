@@ -30,6 +30,7 @@ from llama_index.core.constants import (
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.types import BaseOutputParser, PydanticProgramMode
 
+from .._loading import check_load
 from .._params import load_model
 from .._shared import shared_llama
 from ..errors import InvalidParameterError
@@ -253,7 +254,8 @@ class LlamaCPP(ClientMixin, ToolCallingMixin, StructuredOutputMixin, FunctionCal
         Raises:
             ModelLoadError: The model file is missing or invalid, or the download failed.
             InvalidParameterError: A bad URL, hash or engine argument.
-            TypeError: An unknown key in ``model_kwargs``.
+            TypeError: An unknown key in ``model_kwargs`` (named, with the closest
+                ``LoadOptions`` key), even with ``client``.
         """
         # the pydantic model's own __init__ (the structured-output mixin has none)
         FunctionCallingLLM.__init__(
@@ -279,6 +281,7 @@ class LlamaCPP(ClientMixin, ToolCallingMixin, StructuredOutputMixin, FunctionCal
             **kwargs,
         )
         _check_generate_kwargs(self.generate_kwargs)
+        check_load(self.model_kwargs, "LlamaCPP model_kwargs")  # a typo fails even with a client
         self._custom_messages_to_prompt = messages_to_prompt is not None
         self._custom_completion_to_prompt = completion_to_prompt is not None
         if client is not None:

@@ -113,29 +113,7 @@ class Serving:
                 alias = cfg.alias or os.path.basename(path).removesuffix(".gguf")
                 if alias in self.models:
                     raise ValueError(f"two models are served as '{alias}'; give each an alias")
-                kwargs: dict[str, Any] = {
-                    "n_ctx": cfg.n_ctx if cfg.n_ctx is not None else s.n_ctx,
-                    "n_seq_max": cfg.n_seq_max or s.n_seq_max,
-                    "kv_unified": cfg.kv_unified if cfg.kv_unified is not None else s.kv_unified,
-                    "n_threads": cfg.n_threads or s.n_threads,
-                    "n_gpu_layers": cfg.n_gpu_layers
-                    if cfg.n_gpu_layers is not None
-                    else s.n_gpu_layers,
-                    "flash_attn": cfg.flash_attn if cfg.flash_attn is not None else s.flash_attn,
-                    "chat_format": cfg.chat_format,
-                    "chat_template": cfg.chat_template,
-                    "embedding": cfg.embedding,
-                    "speculative": cfg.speculative or s.speculative,
-                    "draft_model_path": cfg.draft_model_path,
-                    "draft_max": cfg.draft_max or s.draft_max,
-                    "draft_always": s.draft_always,
-                    "mmproj_path": cfg.mmproj_path,
-                    "allow_image_files": False,  # a client must not read the server's files
-                    "allow_image_urls": s.allow_image_urls,
-                    "verbose": s.verbose,
-                }
-                if cfg.n_batch:
-                    kwargs["n_batch"] = kwargs["n_ubatch"] = cfg.n_batch
+                kwargs = s.llama_kwargs(cfg)
                 llama = Llama(model_path=path, **kwargs)
                 limit = llama.native_engine.n_seq_max + s.max_queue
                 self.models[alias] = ServedModel(alias, llama, cfg, limit)

@@ -20,6 +20,29 @@ from llamacpp_integrations import Llama
 MARK = "@@corpus@@ "  # our lines; a dying process may print others (ggml's backtrace)
 
 
+def unfold(value: Any) -> Any:
+    """{"__nest__": [inner, depth]} becomes inner wrapped in depth one-key objects: structures
+    too deep to send as JSON are built here."""
+    if isinstance(value, dict):
+        if set(value) == {"__nest__"}:
+            inner, depth = value["__nest__"]
+            inner = unfold(inner)
+            for _ in range(depth):
+                inner = (
+                    {"a": inner}
+                    if not isinstance(inner, dict) or "type" not in inner
+                    else {
+                        "type": "array",
+                        "items": inner,
+                    }
+                )
+            return inner
+        return {k: unfold(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unfold(v) for v in value]
+    return value
+
+
 def run_case(llm: Llama, kind: str, args: dict[str, Any]) -> None:
     if kind == "gguf":
         Llama(model_path=args["path"], vocab_only=args.get("vocab_only", False), n_ctx=64).close()
@@ -39,7 +62,7 @@ def run_case(llm: Llama, kind: str, args: dict[str, Any]) -> None:
                 args.get("messages") or [{"role": "user", "content": "hi"}], max_tokens=2
             )
     elif kind == "chat":
-        llm.create_chat_completion(max_tokens=4, temperature=0, **args)
+        llm.create_chat_completion(max_tokens=4, temperature=0, **unfold(args))
     elif kind == "completion":
         llm.create_completion(**{"max_tokens": 4, **args})
     elif kind == "constructor":

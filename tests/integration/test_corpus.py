@@ -224,16 +224,13 @@ TEMPLATES = {
 
 
 def nested(inner: Any, depth: int) -> Any:
-    for _ in range(depth):
-        inner = {"a": inner}
-    return inner
+    """inner in depth one-key objects ({"type": ...} schemas: in depth arrays), built by the
+    worker (corpus_worker.unfold): too deep to send it as JSON."""
+    return {"__nest__": [inner, depth]}
 
 
 def deep_tool(depth: int) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string"}
-    for _ in range(depth):
-        schema = {"type": "array", "items": schema}
-    params = {"type": "object", "properties": {"a": schema}}
+    params = {"type": "object", "properties": {"a": nested({"type": "string"}, depth)}}
     return {"type": "function", "function": {"name": "f", "parameters": params}}
 
 

@@ -107,7 +107,7 @@ else:
 class ModelConfig(_ModelLoadFields):
     """One served model (an entry of the config file's ``models`` list): its file, its alias,
     and any ``Llama`` load setting (``LoadOptions``: ``n_ctx``, ``n_seq_max``, ``type_k``,
-    ``chat_format``, ``mmproj_path``, ``max_image_pixels``, ...) over the server's."""
+    ``chat_format``, ``mmproj_path``, ...) over the server's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -196,7 +196,7 @@ class ServerSettings(_ServerLoadFields):
         out = {s.name: getattr(self, s.name) for s in _served() if s.name not in PER_MODEL}
         out.update(given)
         if "n_ubatch" not in given and "n_ubatch" not in self.model_fields_set:
-            out["n_ubatch"] = out["n_batch"]  # one n_batch sets both, as before n_ubatch existed
+            out["n_ubatch"] = out["n_batch"]  # an n_batch alone sets both, as it always did
         out["allow_image_files"] = False  # a client must not read the server's files
         out["verbose"] = self.verbose
         return {k: v for k, v in out.items() if v is not None}

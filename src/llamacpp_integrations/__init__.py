@@ -13,6 +13,7 @@ import atexit
 
 from . import _core
 from ._completion import CompletionStream
+from ._loading import LoadOptions
 from ._sampling import SamplingOptions
 from .errors import (
     ContextWindowExceededError,
@@ -44,6 +45,7 @@ __all__ = [
     "KVCacheFullError",
     "Llama",
     "LlamaError",
+    "LoadOptions",
     "ModelLoadError",
     "SamplingOptions",
     "__version__",

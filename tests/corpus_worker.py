@@ -21,21 +21,16 @@ MARK = "@@corpus@@ "  # our lines; a dying process may print others (ggml's back
 
 
 def unfold(value: Any) -> Any:
-    """{"__nest__": [inner, depth]} becomes inner wrapped in depth one-key objects: structures
-    too deep to send as JSON are built here."""
+    """{"__nest__": [inner, depth]} becomes inner wrapped depth times: a JSON schema (a dict with
+    "type") in arrays of it, anything else in one-key objects. Structures too deep to send as
+    JSON are built here."""
     if isinstance(value, dict):
         if set(value) == {"__nest__"}:
             inner, depth = value["__nest__"]
             inner = unfold(inner)
+            schema = isinstance(inner, dict) and "type" in inner
             for _ in range(depth):
-                inner = (
-                    {"a": inner}
-                    if not isinstance(inner, dict) or "type" not in inner
-                    else {
-                        "type": "array",
-                        "items": inner,
-                    }
-                )
+                inner = {"type": "array", "items": inner} if schema else {"a": inner}
             return inner
         return {k: unfold(v) for k, v in value.items()}
     if isinstance(value, list):

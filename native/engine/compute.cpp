@@ -184,7 +184,8 @@ public:
         return count_;
     }
 
-    // only on the compute thread (inside a computation)
+    // the policy's state is the compute thread's alone (compute_apply_threads runs inside a
+    // computation); its stats() are atomics that any thread may read
     thread_governor & governor() { return governor_; }
     const thread_governor & governor() const { return governor_; }
 

@@ -70,18 +70,19 @@ class CtrlCLatch:
     default handler; a handler of the application's own is left alone.
     """
 
-    __slots__ = ("_previous", "hit")
+    __slots__ = ("_installed", "hit")
 
     def __init__(self) -> None:
         self.hit = False
-        self._previous: object = None
+        self._installed = False
 
     def __enter__(self) -> CtrlCLatch:
         if (
             threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler
         ):
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
         return self
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
@@ -100,9 +101,9 @@ class CtrlCLatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._previous is not None:
+        if self._installed:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # what __enter__ replaced
-            self._previous = None
+            self._installed = False
 
 
 def wait_result(request: _core.Request, deadline: float | None = None) -> _core.CompletionResult:

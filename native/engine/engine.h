@@ -252,6 +252,7 @@ private:
         std::vector<llama_token> tokens; // what the KV cache holds for this sequence
         bool busy = false;               // serving an active request
         uint64_t last_used = 0;          // for least-recently-used choices
+        size_t reply_from = 0;           // the prompt length of its last request: its reply follows
     };
     struct task {
         std::shared_ptr<request_state> request;

@@ -77,6 +77,7 @@ void engine::load_state(const std::string & data) {
         }
         for (size_t i = 0; i < slots_.size(); ++i) {
             slots_[i].tokens = std::move(tokens[i]);
+            slots_[i].reply_from = 0; // unknown: the half rule alone decides
         }
     });
 }

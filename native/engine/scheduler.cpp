@@ -140,6 +140,7 @@ void engine::admit(std::vector<std::unique_ptr<active_request>> & active, std::s
     }
     slot * s = choose_slot(req.prompt);
     s->busy = true;
+    s->reply_from = req.prompt.size();
     a->s = s;
 
     // reuse the cached prefix; at least the last prompt token is decoded again for its logits

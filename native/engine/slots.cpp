@@ -12,10 +12,12 @@ namespace lci {
 engine::slot * engine::choose_slot(const std::vector<llama_token> & prompt) {
     // Among free slots: the one with the longest cached prefix, if reusing it keeps at least half
     // of what that slot holds (a short accidental match, e.g. the same system-prompt opening,
-    // must not wipe another conversation's cache). Otherwise an empty slot, with a KV stream
-    // per slot preferably one next to the busy slots (llama.cpp splits a decode into one ubatch
-    // per run of consecutive sequence ids; measured, a gap costs ~2%, far less than a lost
-    // cache), else the least recently used one.
+    // must not wipe another conversation's cache), or if the prompt repeats the slot's last
+    // prompt whole (a retry, another sample, the same question again: only the earlier reply is
+    // given up, as llama-server does). Otherwise an empty slot, with a KV stream per slot
+    // preferably one next to the busy slots (llama.cpp splits a decode into one ubatch per run
+    // of consecutive sequence ids; measured, a gap costs ~2%, far less than a lost cache), else
+    // the least recently used one.
     slot * best = nullptr;
     size_t best_len = 0;
     slot * fallback = nullptr;
@@ -35,7 +37,8 @@ engine::slot * engine::choose_slot(const std::vector<llama_token> & prompt) {
             continue;
         }
         const size_t len = common_prefix(s.tokens, prompt);
-        if (len > 0 && 2 * len >= s.tokens.size() && len > best_len) {
+        const bool repeats_last_prompt = s.reply_from > 0 && len >= s.reply_from && len < s.tokens.size();
+        if (len > 0 && (2 * len >= s.tokens.size() || repeats_last_prompt) && len > best_len) {
             best = &s;
             best_len = len;
         }

@@ -273,3 +273,24 @@ def test_a_new_request_takes_an_empty_slot_before_an_idle_cache(model_path: str)
             out = llm(d + " Fact", max_tokens=1)
             cached = out["usage"]["prompt_tokens_details"]["cached_tokens"]  # type: ignore[index]
             assert cached >= out["usage"]["prompt_tokens"] - 4, out["usage"]  # type: ignore[index]
+
+
+def test_the_same_prompt_again_is_served_from_its_cache_past_a_long_reply(model_path: str) -> None:
+    """A retry (or another sample) of the slot's last prompt reuses that prompt's cache even
+    though the earlier reply is longer than the prompt; a prompt that only shares the opening of
+    a longer cache still leaves that cache alone."""
+    with Llama(model_path=model_path, n_ctx=1024, n_seq_max=4) as llm:
+        chat = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+        first = llm.create_chat_completion(chat, max_tokens=120, ignore_eos=True)
+        assert first["usage"]["completion_tokens"] == 120
+        for _ in range(2):
+            again = llm.create_chat_completion(chat, max_tokens=120, ignore_eos=True)
+            usage = again["usage"]
+            assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
+        engine = llm._require_engine()
+        held = [len(engine.cached_tokens(i)) for i in range(4)]
+        assert sorted(held) == [0, 0, 0, usage["prompt_tokens"] + 119], held
+        other = [{"role": "user", "content": "Write a long story about a fox."}]
+        llm.create_chat_completion(other, max_tokens=1)
+        kept = held.index(max(held))
+        assert len(engine.cached_tokens(kept)) == held[kept]

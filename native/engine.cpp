@@ -115,6 +115,8 @@ void init_engine(nb::module_ & m) {
         .def("wait", &lci::request_state::wait, nb::arg("timeout") = -1.0, nb::call_guard<gil_release>(),
              "Blocks (without the GIL) until an event or the end is available, at most timeout seconds "
              "(< 0: no limit). Returns whether something is available.")
+        .def_prop_ro("ready", &lci::request_state::ready,
+                     "Whether an event or the end is available now (never blocks, keeps the GIL).")
         .def("next_event", &lci::request_state::next_event, "The next streamed event, or None.")
         .def_prop_ro("done", &lci::request_state::done, "True once finished and every event was read.")
         .def("result", &lci::request_state::result, nb::call_guard<gil_release>(),

@@ -143,6 +143,9 @@ public:
     // Waits until an event is queued or the request finished, at most timeout_s (< 0: forever).
     // Returns true when an event or the end is available.
     bool wait(double timeout_s);
+    // Whether an event or the end is available now; never blocks (wait(0) would sleep in the
+    // kernel, and on a busy machine lose the CPU to the decode threads for a time slice).
+    bool ready() const;
     // Pops the next streamed event, if any.
     std::optional<stream_event> next_event();
     bool done() const;

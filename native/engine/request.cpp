@@ -35,7 +35,15 @@ bool request_state::wait(double timeout_s) {
         cv_.wait(lock, ready);
         return true;
     }
+    if (timeout_s == 0 || ready()) {
+        return ready();
+    }
     return cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), ready);
+}
+
+bool request_state::ready() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return done_ || !events_.empty();
 }
 
 std::optional<stream_event> request_state::next_event() {

@@ -55,7 +55,7 @@ class RequestWaiter:
         while True:
             self._event.clear()
             # a byte written after this check makes the pipe readable, which sets the event
-            if self._request.wait(0.0):
+            if self._request.ready:
                 return
             await self._event.wait()
 

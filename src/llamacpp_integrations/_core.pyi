@@ -363,6 +363,12 @@ class Request:
         Blocks (without the GIL) until an event or the end is available, at most timeout seconds (< 0: no limit). Returns whether something is available.
         """
 
+    @property
+    def ready(self) -> bool:
+        """
+        Whether an event or the end is available now (never blocks, keeps the GIL).
+        """
+
     def next_event(self) -> StreamEvent | None:
         """The next streamed event, or None."""
 

@@ -62,9 +62,9 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
 
 
 def stream_response(
-    model: ServedModel, serving: Serving, chunks: AsyncIterator[str], n: int
+    model: ServedModel, serving: Serving, chunks: AsyncIterator[bytes], n: int
 ) -> StreamingResponse:
-    async def body() -> AsyncIterator[str]:
+    async def body() -> AsyncIterator[bytes]:
         try:
             async for line in chunks:
                 yield line

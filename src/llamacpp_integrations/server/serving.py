@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import struct
 import threading
@@ -17,6 +16,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
+
+import orjson
 
 from .._chat import ChatCompletionStream
 from .._completion import CompletionStream, RequestStream
@@ -314,7 +315,7 @@ class Serving:
 
     async def sse(
         self, model: ServedModel, handles: Sequence[RequestStream[Any]], include_usage: bool
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[bytes]:
         """``data: {...}`` lines of every handle's chunks (choice index = handle index), then
         the usage chunk when asked, then ``data: [DONE]``. Cancelling the iteration (the client
         went away) cancels every generation at once."""
@@ -336,7 +337,7 @@ class Serving:
                     first_seen = True
                     self.metrics.first_token(model.alias, time.perf_counter() - started)
                 last_chunk = chunk
-                yield "data: " + json.dumps(chunk, ensure_ascii=False, separators=_COMPACT) + "\n\n"
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             usage = _sum_usage(usages) if usages else None
             if usage is not None:
                 self.metrics.tokens(model.alias, usage["prompt_tokens"], usage["completion_tokens"])
@@ -349,8 +350,8 @@ class Serving:
                 tail = {k: v for k, v in last_chunk.items() if k != "choices"}
                 tail["choices"] = []
                 tail["usage"] = usage
-                yield "data: " + json.dumps(tail) + "\n\n"
-            yield "data: [DONE]\n\n"
+                yield b"data: " + orjson.dumps(tail) + b"\n\n"
+            yield b"data: [DONE]\n\n"
         except TimeoutError:
             timeout = APIError(
                 504,
@@ -358,9 +359,9 @@ class Serving:
                 "timeout_error",
                 code="timeout",
             )
-            yield "data: " + json.dumps(timeout.body()) + "\n\n"
+            yield b"data: " + orjson.dumps(timeout.body()) + b"\n\n"
         except APIError as e:
-            yield "data: " + json.dumps(e.body()) + "\n\n"
+            yield b"data: " + orjson.dumps(e.body()) + b"\n\n"
         finally:
             for h in handles:
                 h.close()
@@ -404,9 +405,6 @@ class Serving:
             "model": model.alias,
             "usage": {"prompt_tokens": n, "total_tokens": n},
         }
-
-
-_COMPACT = (",", ":")
 
 
 async def _merged_chunks(

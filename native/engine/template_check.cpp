@@ -5,14 +5,30 @@
 #include "jinja/lexer.h" // common/
 #include "jinja/parser.h"
 #include "jinja/runtime.h"
+#include "json.h" // common/
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <map>
+#include <new>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
+
+#ifndef _WIN32
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 namespace lci {
 
@@ -96,9 +112,149 @@ int nesting_depth(const std::vector<jinja::token> & tokens) {
     return std::max(deepest, blocks);
 }
 
+#ifndef _WIN32
+
+// The trial render: a short conversation with tools, rendered in a child process (fork) under a
+// CPU-time and a memory limit. llama.cpp's Jinja runtime has no step counter, output limit or
+// interrupt, so in this process a template that loops for minutes or doubles a string until the
+// memory is gone cannot be stopped; in a child it can be killed.
+constexpr int kTrialCpuSeconds = 5;
+constexpr rlim_t kTrialExtraMemory = rlim_t(1) << 30; // beyond what the process had
+constexpr size_t kMaxRendered = size_t(16) << 20;
+constexpr int kTrialWallSeconds = 60; // a child that uses no CPU (stuck on a lock): inconclusive
+
+enum trial_outcome : int { trial_ok = 0, trial_too_long = 2, trial_out_of_memory = 3 };
+
+nlohmann::ordered_json trial_inputs() {
+    using json = nlohmann::ordered_json;
+    json tools = json::array();
+    for (const char * name : {"get_weather", "add"}) {
+        tools.push_back({{"type", "function"},
+                         {"function",
+                          {{"name", name},
+                           {"description", "A tool of the trial render."},
+                           {"parameters",
+                            {{"type", "object"},
+                             {"properties", {{"a", {{"type", "string"}}}, {"b", {{"type", "integer"}}}}},
+                             {"required", json::array({"a"})}}}}}});
+    }
+    json messages = json::array({{{"role", "system"}, {"content", "You are a helpful assistant."}}});
+    for (int i = 0; i < 8; ++i) {
+        messages.push_back({{"role", "user"}, {"content", "Question " + std::to_string(i) + "?"}});
+        messages.push_back({{"role", "assistant"},
+                            {"content", ""},
+                            {"tool_calls",
+                             json::array({{{"id", "call_" + std::to_string(i)},
+                                           {"type", "function"},
+                                           {"function", {{"name", "add"}, {"arguments", {{"a", "1"}, {"b", 2}}}}}}})}});
+        messages.push_back({{"role", "tool"}, {"tool_call_id", "call_" + std::to_string(i)}, {"content", "3"}});
+        messages.push_back({{"role", "assistant"}, {"content", "Answer " + std::to_string(i) + "."}});
+    }
+    messages.push_back({{"role", "user"}, {"content", "And now?"}});
+    return {{"messages", messages},  {"tools", tools},
+            {"bos_token", "<s>"},    {"eos_token", "</s>"},
+            {"add_generation_prompt", true}};
+}
+
+[[noreturn]] void trial_child(const jinja::program & prog, const std::string & src) {
+    rlimit cpu{kTrialCpuSeconds, kTrialCpuSeconds + 1}; // SIGXCPU, then SIGKILL
+    setrlimit(RLIMIT_CPU, &cpu);
+    // RLIMIT_DATA counts what malloc and the sanitizers' allocators take (heap and private
+    // writable mappings), not the address space the sanitizers reserve up front
+    if (FILE * f = std::fopen("/proc/self/status", "r")) {
+        char line[256];
+        unsigned long long kib = 0;
+        while (std::fgets(line, sizeof line, f) != nullptr) {
+            if (std::sscanf(line, "VmData: %llu kB", &kib) == 1) {
+                const rlim_t size = (rlim_t) kib * 1024 + kTrialExtraMemory;
+                rlimit data{size, size};
+                setrlimit(RLIMIT_DATA, &data);
+                break;
+            }
+        }
+        std::fclose(f);
+    }
+    // the runtime turns exceptions into its own errors: a failed allocation must end the child
+    std::set_new_handler([] { _exit(trial_out_of_memory); });
+    int code = trial_ok;
+    try {
+        jinja::context ctx(src);
+        jinja::global_from_json(ctx, common_json::parse(trial_inputs().dump()), true);
+        jinja::runtime runtime(ctx);
+        const auto parts = jinja::runtime::gather_string_parts(runtime.execute(prog));
+        if (parts->as_string().str().size() > kMaxRendered) {
+            code = trial_too_long;
+        }
+    } catch (...) {
+        // a template that raises is reported when it is rendered for a request, with its message
+    }
+    _exit(code);
+}
+
+void trial_render(const jinja::program & prog, const std::string & src, const std::string & what) {
+    std::fflush(nullptr); // the child must not write the parent's buffered output again
+    const pid_t pid = fork();
+    if (pid < 0) {
+        return; // no process to spare: the static checks alone
+    }
+    if (pid == 0) {
+        trial_child(prog, src);
+    }
+    int status = 0;
+    rusage usage{};
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(kTrialWallSeconds);
+    bool killed = false;
+    for (;;) {
+        const pid_t r = wait4(pid, &status, WNOHANG, &usage);
+        if (r == pid) {
+            break;
+        }
+        if (r < 0 && errno != EINTR) {
+            return;
+        }
+        if (!killed && std::chrono::steady_clock::now() > until) {
+            kill(pid, SIGKILL);
+            killed = true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const double cpu_s = (double) usage.ru_utime.tv_sec + (double) usage.ru_stime.tv_sec +
+                         1e-6 * (double) (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+    const std::string trial = " to render a short conversation (17 messages, 2 tools)";
+    if (WIFEXITED(status)) {
+        switch (WEXITSTATUS(status)) {
+            case trial_too_long:
+                throw invalid_argument_error(what + " is refused: it writes more than " +
+                                             std::to_string(kMaxRendered >> 20) + " MiB" + trial);
+            case trial_out_of_memory:
+                throw invalid_argument_error(what + " is refused: it needs more than " +
+                                             std::to_string(kTrialExtraMemory >> 30) + " GiB of memory" + trial);
+            default:
+                return;
+        }
+    }
+    if (WIFSIGNALED(status)) {
+        const int sig = WTERMSIG(status);
+        if (sig == SIGXCPU || (sig == SIGKILL && cpu_s >= kTrialCpuSeconds)) {
+            throw invalid_argument_error(what + " is refused: it takes more than " +
+                                         std::to_string(kTrialCpuSeconds) + " s of CPU" + trial);
+        }
+        if (killed) {
+            return; // it used no CPU: stuck on a lock the fork copied held, not the template's doing
+        }
+        throw invalid_argument_error(what + " is refused: rendering it" + trial + " crashed (signal " +
+                                     std::to_string(sig) + ")");
+    }
+}
+
+#endif
+
 } // namespace
 
 void check_template(const std::string & src, const std::string & what) {
+    if (src.empty()) {
+        return; // no template (the model has no tool-use variant, say)
+    }
     jinja::program prog;
     try {
         jinja::lexer lx;
@@ -206,6 +362,9 @@ void check_template(const std::string & src, const std::string & what) {
                                          "), which recurses without bound; a template must not recurse");
         }
     }
+#ifndef _WIN32
+    trial_render(prog, src, what);
+#endif
 }
 
 } // namespace lci

@@ -213,6 +213,16 @@ TEMPLATES = {
     "too-deep-inline-ifs": "{{ " + "1 if true else " * 100000 + "1 }}",
     "too-deep-for-nesting": "{% for m in messages %}" * 100000 + "{% endfor %}" * 100000,
     "filters-on-none": "{{ none | length }}{{ none | upper }}",
+    # no literal above a million, yet minutes of work or gigabytes of memory: refused by the
+    # trial render (a child process under CPU and memory limits)
+    "range-of-a-product": "{% for i in range(1000 * 1000 * 1000) %}x{% endfor %}",
+    "nested-ranges": "{% for i in range(1000) %}{% for j in range(1000) %}"
+    "{% for k in range(1000) %}{% endfor %}{% endfor %}{% endfor %}",
+    "doubling-string": "{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
+    "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    "hundred-megabyte-output": "{% for i in range(1000) %}{{ 'x' * 100000 }}{% endfor %}",
+    "range-scaled-by-the-messages": "{% for i in range(messages | length * 1000 * 1000 * 1000) %}"
+    "{% endfor %}",
     "moderate-loop": "{% for i in range(2000) %}.{% endfor %}{{ messages[0].content }}",
     "huge-range": "{% for i in range(1000000000) %}x{% endfor %}",
     "huge-range-step": "{% for i in range(0, 5000000000, 1) %}x{% endfor %}",

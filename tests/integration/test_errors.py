@@ -200,6 +200,51 @@ def test_a_recursive_chat_template_is_refused(model_path: str, name: str) -> Non
     assert run.stdout.strip().endswith("2")
 
 
+EXPLOSIVE_TEMPLATES = {
+    "a billion loop steps": (
+        "{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}"
+        "{% endfor %}{% endfor %}{% endfor %}",
+        "it takes more than 5 s of CPU",
+    ),
+    "a string doubled 64 times": (
+        "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}{{ ns.s }}",
+        "it needs more than 1 GiB of memory",
+    ),
+    "50 MB of output": (
+        "{% set t = tools | tojson %}{% for i in range(100000) %}{{ t }}{% endfor %}",
+        "it writes more than 16 MiB",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPLOSIVE_TEMPLATES))
+def test_a_chat_template_that_explodes_on_a_short_conversation_is_refused(
+    model_path: str, name: str
+) -> None:
+    """llama.cpp's Jinja runtime limits neither steps, memory nor output, and llama.cpp renders a
+    template in-process when it loads it: these hung the process or exhausted the memory. A
+    trial render in a child process under limits refuses them first, naming the template."""
+    template, cause = EXPLOSIVE_TEMPLATES[name]
+    script = (
+        "from llamacpp_integrations import Llama, InvalidParameterError\n"
+        f"llm = Llama({model_path!r}, n_ctx=256, chat_template={template!r})\n"
+        "try:\n"
+        "    llm.create_chat_completion([{'role': 'user', 'content': 'hi'}], max_tokens=2)\n"
+        "except InvalidParameterError as e:\n"
+        "    print(e)\n"
+        "out = llm('Hello', max_tokens=2, temperature=0)\n"  # the engine still serves
+        "print(out['usage']['completion_tokens'])\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"the chat template is refused: {cause}" in run.stdout, run.stdout
+    assert "to render a short conversation (17 messages, 2 tools)" in run.stdout
+    assert run.stdout.strip().endswith("2")
+
+
 def test_a_chat_template_with_macros_that_do_not_recurse_works(model_path: str) -> None:
     template = (
         "{% macro say(m) %}<{{ m.role }}>{{ m.content }}{% endmacro %}"

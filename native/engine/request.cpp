@@ -30,15 +30,15 @@ void request_state::notify_locked() const {
 
 bool request_state::wait(double timeout_s) {
     std::unique_lock<std::mutex> lock(mutex_);
-    auto ready = [&] { return done_ || !events_.empty(); };
+    auto available = [&] { return done_ || !events_.empty(); };
     if (timeout_s < 0) {
-        cv_.wait(lock, ready);
+        cv_.wait(lock, available);
         return true;
     }
-    if (timeout_s == 0 || ready()) {
-        return ready();
+    if (timeout_s == 0) {
+        return available(); // no timed wait: it would sleep in the kernel even for 0
     }
-    return cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), ready);
+    return cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), available);
 }
 
 bool request_state::ready() const {

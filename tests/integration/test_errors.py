@@ -163,6 +163,27 @@ def test_unreadable_lora(model_path: str, tmp_path: Path) -> None:
         Llama(model_path=model_path, lora_path=str(tmp_path / "missing.gguf"))
 
 
+def refusal_of(model_path: str, template: str) -> str:
+    """In a child process (a crash or an OOM kill fails the test): a chat request with the
+    template, whose InvalidParameterError is printed, then a completion showing that the engine
+    still serves. Returns the printed error."""
+    script = (
+        "from llamacpp_integrations import Llama, InvalidParameterError\n"
+        f"llm = Llama({model_path!r}, n_ctx=256, chat_template={template!r})\n"
+        "try:\n"
+        "    llm.create_chat_completion([{'role': 'user', 'content': 'hi'}], max_tokens=2)\n"
+        "except InvalidParameterError as e:\n"
+        "    print(e)\n"
+        "out = llm('Hello', max_tokens=2, temperature=0)\n"
+        "print(out['usage']['completion_tokens'])\n"
+    )
+    cmd = [sys.executable, "-c", script]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().endswith("2"), run.stdout
+    return run.stdout
+
+
 RECURSIVE_TEMPLATES = {
     "itself": ("{% macro x() %}{{ x() }}{% endmacro %}{{ x() }}", "x -> x"),
     "each other": (
@@ -182,22 +203,7 @@ def test_a_recursive_chat_template_is_refused(model_path: str, name: str) -> Non
     """llama.cpp's Jinja runtime has no depth limit: such a template overflowed the C++ stack and
     killed the process (SIGSEGV). It runs in a child process, so a crash fails the test."""
     template, chain = RECURSIVE_TEMPLATES[name]
-    script = (
-        "import sys\n"
-        "from llamacpp_integrations import Llama, InvalidParameterError\n"
-        f"llm = Llama({model_path!r}, n_ctx=256, chat_template={template!r})\n"
-        "try:\n"
-        "    llm.create_chat_completion([{'role': 'user', 'content': 'hi'}], max_tokens=2)\n"
-        "except InvalidParameterError as e:\n"
-        "    print(e)\n"
-        "out = llm('Hello', max_tokens=2, temperature=0)\n"  # the engine still serves
-        "print(out['usage']['completion_tokens'])\n"
-    )
-    cmd = [sys.executable, "-c", script]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert f"its macros call themselves ({chain})" in run.stdout, run.stdout
-    assert run.stdout.strip().endswith("2")
+    assert f"its macros call themselves ({chain})" in refusal_of(model_path, template)
 
 
 EXPLOSIVE_TEMPLATES = {
@@ -226,23 +232,9 @@ def test_a_chat_template_that_explodes_on_a_short_conversation_is_refused(
     template in-process when it loads it: these hung the process or exhausted the memory. A
     trial render in a child process under limits refuses them first, naming the template."""
     template, cause = EXPLOSIVE_TEMPLATES[name]
-    script = (
-        "from llamacpp_integrations import Llama, InvalidParameterError\n"
-        f"llm = Llama({model_path!r}, n_ctx=256, chat_template={template!r})\n"
-        "try:\n"
-        "    llm.create_chat_completion([{'role': 'user', 'content': 'hi'}], max_tokens=2)\n"
-        "except InvalidParameterError as e:\n"
-        "    print(e)\n"
-        "out = llm('Hello', max_tokens=2, temperature=0)\n"  # the engine still serves
-        "print(out['usage']['completion_tokens'])\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert f"the chat template is refused: {cause}" in run.stdout, run.stdout
-    assert "to render a short conversation (17 messages, 2 tools)" in run.stdout
-    assert run.stdout.strip().endswith("2")
+    stdout = refusal_of(model_path, template)
+    assert f"the chat template is refused: {cause}" in stdout, stdout
+    assert "to render a short conversation (17 messages, 2 tools)" in stdout
 
 
 def test_a_chat_template_with_macros_that_do_not_recurse_works(model_path: str) -> None:

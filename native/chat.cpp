@@ -3,6 +3,7 @@
 
 #include "chat_templates.h"
 #include "model.h"
+#include "template_check.h"
 
 #include <nanobind/stl/map.h>
 #include <nanobind/stl/shared_ptr.h>
@@ -103,6 +104,16 @@ void init_chat(nb::module_ & m) {
         .def("capabilities", &lci::chat_templates::capabilities);
 
     m.def("builtin_chat_formats", &lci::builtin_chat_formats, "Names accepted as chat_format.");
+    m.def(
+        "trial_render_size",
+        [] {
+            const lci::render_size & s = lci::trial_size();
+            return std::map<std::string, size_t>{
+                {"messages", s.messages}, {"tools", s.tools}, {"longest", s.longest}, {"bytes", s.bytes},
+                {"depth", s.depth}};
+        },
+        "The size of the conversation every chat template renders once, under limits, before its "
+        "first use: a request larger in any measure renders first in the render worker.");
     m.def("schema_to_grammar", &lci::schema_to_grammar, nb::arg("schema_json"),
           "llama.cpp's JSON schema to GBNF converter; raises GrammarError.");
 }

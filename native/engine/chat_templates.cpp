@@ -389,6 +389,37 @@ std::shared_ptr<chat_prompt> chat_templates::apply(const chat_request & req) con
     }
 }
 
+namespace {
+
+std::string special_text(const model & m, llama_token token) {
+    return token == LLAMA_TOKEN_NULL ? std::string() : m.token_to_piece(token, true);
+}
+
+} // namespace
+
+void chat_templates::guard(const ojson & messages, const ojson & tools, const chat_request & req) const {
+    const render_size size = measure_render(messages, tools);
+    if (trial_covers(size)) {
+        return;
+    }
+    ojson inputs = {{"messages", messages},
+                    {"tools", tools},
+                    {"bos_token", special_text(*model_, model_->bos())},
+                    {"eos_token", special_text(*model_, model_->eos())},
+                    {"add_generation_prompt", req.add_generation_prompt}};
+    for (const auto & [key, value] : req.template_kwargs) {
+        inputs[key] = ojson::parse(value, nullptr, false); // a malformed value: the render reports it
+    }
+    std::string src;
+    if (!tools.empty()) {
+        src = common_chat_templates_source(templates_.get(), "tool_use");
+    }
+    if (src.empty()) {
+        src = common_chat_templates_source(templates_.get());
+    }
+    guard_render(src, inputs.dump(), size);
+}
+
 std::shared_ptr<chat_prompt> chat_templates::apply_request(const chat_request & req) const {
     ojson messages = parse_json(req.messages_json, "messages");
     validate_messages(messages);
@@ -459,6 +490,9 @@ std::shared_ptr<chat_prompt> chat_templates::apply_request(const chat_request & 
     inputs.add_eos = false;
 
     bool generic = tools_active && !native_tool_calls();
+    if (use_jinja_) {
+        guard(messages, generic ? ojson::array() : (tools_active ? tools : ojson::array()), req);
+    }
     log_capture capture;
     common_chat_params params;
     try {

@@ -13,6 +13,8 @@
 
 #include "chat.h" // common/chat.h (our header has another name on purpose)
 
+#include <nlohmann/json.hpp>
+
 #include <map>
 #include <memory>
 #include <string>
@@ -124,6 +126,9 @@ public:
 
 private:
     std::shared_ptr<chat_prompt> apply_request(const chat_request & req) const;
+    // A request larger than the trial render's conversation renders first in a child process
+    // under limits (template_check.h).
+    void guard(const nlohmann::ordered_json & messages, const nlohmann::ordered_json & tools, const chat_request & req) const;
 
     std::string fallback_;
     std::shared_ptr<model> model_;

@@ -221,7 +221,7 @@ std::shared_ptr<request_state> engine::submit(completion_request req) {
     if (req.prompt.size() > n_ctx_seq_) {
         throw context_window_exceeded_error(
             "the prompt has " + std::to_string(req.prompt.size()) + " tokens but the context window holds " +
-            std::to_string(n_ctx_seq_) + " (n_ctx=" + std::to_string(n_ctx_) +
+            std::to_string(n_ctx_seq_) + " per request (n_ctx=" + std::to_string(n_ctx_seq_) +
             "); shorten the prompt or create the model with a larger n_ctx");
     }
     if (req.logprobs > model_->n_vocab()) {

@@ -673,5 +673,10 @@ class ChatTemplates:
 def builtin_chat_formats() -> list[str]:
     """Names accepted as chat_format."""
 
+def trial_render_size() -> dict[str, int]:
+    """
+    The size of the conversation every chat template renders once, under limits, before its first use: a request larger in any measure renders first in the render worker.
+    """
+
 def schema_to_grammar(schema_json: str) -> str:
     """llama.cpp's JSON schema to GBNF converter; raises GrammarError."""

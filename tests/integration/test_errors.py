@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from engine_source import engine_models_dir
 
 from llamacpp_integrations import (
     ContextWindowExceededError,
@@ -16,7 +19,9 @@ from llamacpp_integrations import (
     InvalidParameterError,
     Llama,
     ModelLoadError,
+    _core,
 )
+from llamacpp_integrations._chat import renders_in_thread
 
 
 def still_works(llm: Llama) -> None:
@@ -163,15 +168,16 @@ def test_unreadable_lora(model_path: str, tmp_path: Path) -> None:
         Llama(model_path=model_path, lora_path=str(tmp_path / "missing.gguf"))
 
 
-def refusal_of(model_path: str, template: str) -> str:
-    """In a child process (a crash or an OOM kill fails the test): a chat request with the
-    template, whose InvalidParameterError is printed, then a completion showing that the engine
-    still serves. Returns the printed error."""
+def refusal_of(model_path: str, template: str, n_messages: int = 1) -> str:
+    """In a child process (a crash or an OOM kill fails the test): a chat request of n_messages
+    with the template, whose InvalidParameterError is printed, then a completion showing that
+    the engine still serves. Returns the printed error."""
     script = (
         "from llamacpp_integrations import Llama, InvalidParameterError\n"
         f"llm = Llama({model_path!r}, n_ctx=256, chat_template={template!r})\n"
         "try:\n"
-        "    llm.create_chat_completion([{'role': 'user', 'content': 'hi'}], max_tokens=2)\n"
+        f"    messages = [{{'role': 'user', 'content': 'hi'}}] * {n_messages}\n"
+        "    llm.create_chat_completion(messages, max_tokens=2)\n"
         "except InvalidParameterError as e:\n"
         "    print(e)\n"
         "out = llm('Hello', max_tokens=2, temperature=0)\n"
@@ -217,8 +223,8 @@ EXPLOSIVE_TEMPLATES = {
         "{% endfor %}{{ ns.s }}",
         "it needs more than 1 GiB of memory",
     ),
-    "50 MB of output": (
-        "{% set t = tools | tojson %}{% for i in range(100000) %}{{ t }}{% endfor %}",
+    "40 MB of output": (
+        "{% set t = tools | tojson %}{% for i in range(2000) %}{{ t }}{% endfor %}",
         "it writes more than 16 MiB",
     ),
 }
@@ -234,7 +240,64 @@ def test_a_chat_template_that_explodes_on_a_short_conversation_is_refused(
     template, cause = EXPLOSIVE_TEMPLATES[name]
     stdout = refusal_of(model_path, template)
     assert f"the chat template is refused: {cause}" in stdout, stdout
-    assert "to render a short conversation (17 messages, 2 tools)" in stdout
+    assert (
+        "to render a trial conversation (130 messages, 16 tools, 142 KiB, nested 23 deep)" in stdout
+    )
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "<|im_start|>assistant\n"
+)
+GROWING_TEMPLATES = {
+    # work that grows with the square of the messages: 16,900 steps for the trial's 130 messages,
+    # 9 million (minutes in llama.cpp's Jinja runtime) for 3,000
+    "loops": (
+        "{% for a in messages %}{% for b in messages %}{% endfor %}{% endfor %}" + CHATML,
+        3000,
+        "it takes more than 5 s of CPU for 3000 messages, 0 tools, 91 KiB, nested 2 deep",
+    ),
+    # memory that grows with their cube: 2.2 million characters for the trial, 64 million for 400
+    "memory": (
+        "{% set n = messages | length %}{% set s = 'x' * (n * n * n) %}" + CHATML,
+        400,
+        "it needs more than 1 GiB of memory for 400 messages, 0 tools, 13 KiB, nested 2 deep",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(GROWING_TEMPLATES))
+def test_a_request_larger_than_the_trial_renders_first_under_limits(
+    model_path: str, name: str
+) -> None:
+    """A template whose work grows faster than its input passes the trial render; a request
+    larger than the trial's conversation renders first in the render worker, under the same
+    limits, and is refused naming its size (in-process it hung for minutes or exhausted the
+    memory)."""
+    template, n_messages, cause = GROWING_TEMPLATES[name]
+    stdout = refusal_of(model_path, template, n_messages)
+    assert f"the chat template cannot render this request: {cause}" in stdout, stdout
+
+
+def test_requests_larger_than_the_trial_render_as_before(model_path: str) -> None:
+    """The guard render only checks: a long conversation renders to what it would without it
+    (the template's output grows linearly), with or without tools."""
+    template = "{% for a in messages %}{% for b in messages %}{% endfor %}{% endfor %}" + CHATML
+    turns = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i}"}
+        for i in range(200)
+    ]
+    tools = [
+        {"type": "function", "function": {"name": f"tool_{i}", "parameters": {"type": "object"}}}
+        for i in range(6)
+    ]
+    with Llama(model_path=model_path, n_ctx=4096, chat_template=template) as llm:
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in turns)
+        # (Jinja drops the template's final newline)
+        expected = llm.tokenize(text + "<|im_start|>assistant", add_bos=False, special=True)
+        assert llm.count_chat_tokens(turns) == len(expected)
+    with Llama(model_path=model_path, n_ctx=4096) as llm:
+        assert llm.count_chat_tokens(turns, tools=tools) > llm.count_chat_tokens(turns[:150])
 
 
 def test_a_chat_template_with_macros_that_do_not_recurse_works(model_path: str) -> None:
@@ -246,3 +309,65 @@ def test_a_chat_template_with_macros_that_do_not_recurse_works(model_path: str) 
         out = llm.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=2)
         rendered = llm.tokenize(b"<user>hi<assistant>", special=True)
         assert out["usage"]["prompt_tokens"] == len(rendered)
+
+
+def test_chats_that_the_engine_renders_first_under_limits_are_submitted_from_a_thread() -> None:
+    """An asyncio submit (and the server's) goes through a worker thread for every request the
+    engine renders first in its render worker (larger than the trial in any measure), which
+    can take seconds, so that the event loop does not wait for it."""
+    trial = _core.trial_render_size()
+    assert trial == {"messages": 130, "tools": 16, "longest": 16384, "bytes": 145268, "depth": 23}
+    short = [{"role": "user", "content": "hi"}]
+    tool = {"type": "function", "function": {"name": "f"}}
+    deep: dict[str, object] = {"type": "string"}
+    for _ in range(9):
+        deep = {"type": "object", "properties": {"inner": deep}}  # two levels each
+    assert not renders_in_thread(short)
+    assert not renders_in_thread(short, [tool] * 16)
+    assert not renders_in_thread(short, [{**tool, "parameters": deep}])  # 21 deep
+    deeper = {"type": "object", "properties": {"x": {"type": "object", "properties": {"y": deep}}}}
+    assert renders_in_thread(short * 131)  # more messages
+    assert renders_in_thread(short, [tool] * 17)  # more tools
+    assert renders_in_thread([{"role": "user", "content": "x" * 16385}])  # a longer string
+    assert renders_in_thread(short, [{**tool, "description": "x" * 16385}])
+    assert renders_in_thread(short, [{**tool, "parameters": deeper}])  # 25 deep
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    assert renders_in_thread([{"role": "user", "content": [image]}])
+
+
+def test_every_chat_template_llama_cpp_ships_passes_the_checks(model_path: str) -> None:
+    """The checks must not refuse real templates: llama.cpp's collection of model templates
+    (Hermes, Functionary, gpt-oss, Gemma, Command R, ... whose macros walk JSON schemas
+    recursively) all load and render a conversation with nested tool parameters."""
+    templates = sorted((engine_models_dir() / "templates").glob("*.jinja"))
+    assert len(templates) > 50
+    nested: dict[str, object] = {"type": "string"}
+    for _ in range(5):
+        nested = {"type": "object", "properties": {"inner": nested}}
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "description": "Looks it up.",
+                "parameters": {"type": "object", "properties": {"q": nested}, "required": ["q"]},
+            },
+        }
+    ]
+    messages = [{"role": "user", "content": "Look it up."}]
+    refused = []
+    rendered = 0  # templates that wrote the tool into the prompt
+    with Llama(model_path=model_path, n_ctx=256) as llm:
+        model = llm._require_model()
+        for path in templates:
+            try:
+                templates_ = _core.ChatTemplates(model, path.read_text())
+            except InvalidParameterError as e:
+                refused.append(f"{path.name}: {e}")
+                continue
+            # (a template may raise for its own requirements: a system message, say)
+            with contextlib.suppress(InvalidParameterError):
+                prompt = templates_.apply(json.dumps(messages), tools_json=json.dumps(tools))
+                rendered += "lookup" in prompt.prompt
+    assert refused == []
+    assert rendered > 60, rendered

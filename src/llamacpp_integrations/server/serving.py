@@ -19,9 +19,8 @@ from typing import Any, cast
 
 import orjson
 
-from .._chat import ChatCompletionStream
+from .._chat import ChatCompletionStream, renders_in_thread
 from .._completion import CompletionStream, RequestStream
-from .._images import has_images
 from .._sampling import SAMPLING_ARGS
 from ..llama import Llama
 from .errors import APIError
@@ -231,9 +230,10 @@ class Serving:
                 ),
             )
 
-        if has_images(req.messages):
-            # decoding, checking and preprocessing images (and fetching URLs) takes milliseconds
-            # to seconds: off the event loop, which serves the other requests meanwhile
+        if renders_in_thread(req.messages, req.tools or req.functions):
+            # images (decoded, checked and preprocessed, URLs fetched) and long conversations
+            # (rendered first under limits) take milliseconds to seconds: off the event loop,
+            # which serves the other requests meanwhile
             return await asyncio.to_thread(submit)
         return submit()
 

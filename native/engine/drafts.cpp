@@ -220,14 +220,12 @@ int32_t draft_policy::choose(int32_t n_max, const decode_cost & cost, int32_t & 
     if (n_max <= 0 || t0 <= 0.0) {
         return 0;
     }
+    const double p_first = (first_right_ + 1.0) / (first_n_ + 2.0);
+    const double p_next = (next_right_ + 1.0) / (next_n_ + 2.0);
     int32_t best_k = 0;
     double best = tokens / t0; // no draft
-    double expected = 0.0, reach = 1.0;
-    for (int32_t k = 1; k <= n_max; ++k) {
-        // the rule of succession: after r right tokens in a row, the next is right with
-        // probability (r + 1) / (r + 2)
-        const double r = (double) run_ + k - 1;
-        reach *= (r + 1.0) / (r + 2.0);
+    double expected = 0.0, reach = p_first;
+    for (int32_t k = 1; k <= n_max; ++k, reach *= p_next) {
         expected += reach;
         const double rate = (tokens + expected) / cost.time(rows + k);
         if (rate > best) {
@@ -246,7 +244,25 @@ void draft_policy::update(int32_t drafted, int32_t accepted) {
     if (drafted <= 0) {
         return;
     }
-    run_ = accepted == drafted ? run_ + accepted : 0;
+    constexpr double kDecay = 0.9;
+    first_n_ = kDecay * first_n_ + 1.0;
+    first_right_ = kDecay * first_right_ + (accepted > 0 ? 1.0 : 0.0);
+    // the tokens after a right one: all after the first up to the first wrong one
+    next_n_ = kDecay * next_n_ + (accepted > 0 ? (double) std::min(accepted, drafted - 1) : 0.0);
+    next_right_ = kDecay * next_right_ + (accepted > 0 ? (double) (accepted - 1) : 0.0);
+}
+
+draft_policy draft_policy::seed() const {
+    constexpr double kSeedDrafts = 2.0;
+    draft_policy out = *this;
+    if (first_n_ > kSeedDrafts) {
+        const double scale = kSeedDrafts / first_n_;
+        out.first_n_ *= scale;
+        out.first_right_ *= scale;
+        out.next_n_ *= scale;
+        out.next_right_ *= scale;
+    }
+    return out;
 }
 
 void decode_cost::calibrate(llama_context * ctx, llama_seq_id seq, int32_t max_rows) {

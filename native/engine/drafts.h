@@ -73,13 +73,17 @@ private:
 
 // How long a draft is worth verifying, per request. Drafts are right in runs: while a request
 // copies from its prompt, draft after draft is accepted whole; when it stops copying, they miss.
-// After r right draft tokens in a row the policy takes the next to be right with probability
-// (r + 1) / (r + 2) (Laplace's rule of succession), so a draft of k tokens yields an expected
-// 1 + p1 + p1 p2 + ... tokens for a decode of k more rows (decode_cost), and it picks the k that
-// maximises the step's tokens per unit of decode time, or no draft when none beats the step
-// without it. The run counts drafts that were verified and drafts that were not (the scheduler
-// compares those with the tokens the request goes on to sample, which costs no decode), so a
-// request that stopped drafting starts again when its text turns to copying.
+// The policy estimates two rates from the request's recent drafts: that a draft's first token is
+// right (p_first), and that a token after a right one is right too (p_next); each starts from one
+// right and one wrong, and older drafts weigh less (a factor of 0.9 per draft), so the estimates
+// follow the text as it turns to copying and away. A draft of k tokens then yields an expected
+// 1 + p_first (1 + p_next + ... + p_next^(k-1)) tokens for a decode of k more rows
+// (decode_cost), and the policy picks the k that maximises the step's tokens per unit of decode
+// time, or no draft when none beats the step without it. The drafts counted include those that
+// were not verified (the scheduler compares them with the tokens the request goes on to sample,
+// which costs no decode), so a request that stopped drafting starts again when its text turns
+// to copying. (A rule of succession over the right tokens in a row, which a single miss reset,
+// stopped drafting after every edit of a rewritten paragraph.)
 class draft_policy {
 public:
     // n_max: the longest draft allowed now. rows: the step's rows so far (one per generating
@@ -89,9 +93,15 @@ public:
     int32_t choose(int32_t n_max, const decode_cost & cost, int32_t & rows, double & tokens) const;
     // After a draft was checked: `drafted` tokens, the first `accepted` of them right.
     void update(int32_t drafted, int32_t accepted);
+    // A new request's policy: what this one learnt (the engine keeps one over all its requests'
+    // drafts), weighing as much as kSeedDrafts drafts at most, so that a request whose text
+    // differs from the last ones' soon follows its own.
+    draft_policy seed() const;
 
 private:
-    int64_t run_ = 0; // draft tokens right in a row
+    // decayed counts: drafts and those whose first token was right; tokens that followed a
+    // right one and those that were right too
+    double first_n_ = 0.0, first_right_ = 0.0, next_n_ = 0.0, next_right_ = 0.0;
 };
 
 class drafter {

@@ -328,6 +328,7 @@ private:
     context_params params_;
     std::unique_ptr<drafter> drafter_; // speculative decoding; null when off
     decode_cost cost_;                 // what the rows of a verification cost (measured at start)
+    draft_policy drafts_seen_;         // worker only: every request's drafts, to seed the next one's
     llama_context_ptr embd_ctx_; // created by the first embed()
     uint32_t embd_seqs_ = 0;
     double embed_credit_ms_ = 0.0; // worker only: < 0 while embeddings wait for generation

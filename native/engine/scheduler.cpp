@@ -131,6 +131,7 @@ bool engine::take_work(std::vector<std::unique_ptr<active_request>> & active) {
 
 void engine::admit(std::vector<std::unique_ptr<active_request>> & active, std::shared_ptr<request_state> rs) {
     auto a = std::make_unique<active_request>(std::move(rs), ++use_clock_);
+    a->policy = drafts_seen_.seed();
     const completion_request & req = a->req();
     a->res.n_prompt = (int32_t) req.prompt.size();
     if (a->rs->cancelled()) {

@@ -77,6 +77,7 @@ void engine::check_shadow(active_request & a, llama_token tok) {
     }
     drafter_->accept(a.s->id, (int32_t) a.shadow_hits);
     a.policy.update((int32_t) a.shadow.size(), (int32_t) a.shadow_hits);
+    drafts_seen_.update((int32_t) a.shadow.size(), (int32_t) a.shadow_hits);
     a.shadow.clear();
 }
 
@@ -103,6 +104,7 @@ bool engine::verify_draft(active_request & a, int32_t idx) {
     a.res.time.draft_accepted_n += (int32_t) n_accepted;
     drafter_->accept(a.s->id, (int32_t) n_accepted);
     a.policy.update((int32_t) n_draft, (int32_t) n_accepted);
+    drafts_seen_.update((int32_t) n_draft, (int32_t) n_accepted);
     a.draft.clear();
     return alive;
 }

@@ -243,16 +243,20 @@ def renders_in_thread(messages: Sequence[Any], tools: Sequence[Any] | None = Non
     """Whether submitting this chat may block for long enough to keep it off an event loop:
     images (decoded and preprocessed first), or a conversation larger than the one every chat
     template renders once under limits (``_core.trial_render_size()``), which the engine first
-    renders again in its render worker, under the same limits (up to seconds, for a template
+    renders again in a child process under the same limits (up to seconds, for a template
     whose work grows faster than its input). Errs towards a thread: more text than the trial's
-    longest message, in all, is enough; or nesting deeper than the trial's."""
-    if len(messages) > _TRIAL["messages"] or len(tools or ()) > _TRIAL["tools"]:
+    longest message, in all, is enough; or nesting deeper than the trial's; or tools that are
+    not a list (they are not walked here, and a generator must not be consumed)."""
+    tools = [] if tools is None else tools
+    if not isinstance(messages, (list, tuple)) or not isinstance(tools, (list, tuple)):
+        return True
+    if len(messages) > _TRIAL["messages"] or len(tools) > _TRIAL["tools"]:
         return True
     limit = _TRIAL["longest"]
     return (
-        _text_size(messages, limit) + _text_size(tools or (), limit) > limit
+        _text_size(messages, limit) + _text_size(tools, limit) > limit
         or _deeper_than(messages, _TRIAL["depth"])
-        or _deeper_than(tools or [], _TRIAL["depth"])
+        or _deeper_than(tools, _TRIAL["depth"])
         or has_images(messages)
     )
 

@@ -331,6 +331,9 @@ def test_chats_that_the_engine_renders_first_under_limits_are_submitted_from_a_t
     assert renders_in_thread([{"role": "user", "content": "x" * 16385}])  # a longer string
     assert renders_in_thread(short, [{**tool, "description": "x" * 16385}])
     assert renders_in_thread(short, [{**tool, "parameters": deeper}])  # 25 deep
+    tools = (t for t in [tool])  # a generator: not walked, not consumed
+    assert renders_in_thread(short, tools)  # type: ignore[arg-type]
+    assert next(tools) == tool
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
     assert renders_in_thread([{"role": "user", "content": [image]}])
 

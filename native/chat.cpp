@@ -113,7 +113,8 @@ void init_chat(nb::module_ & m) {
                 {"depth", s.depth}};
         },
         "The size of the conversation every chat template renders once, under limits, before its "
-        "first use: a request larger in any measure renders first in the render worker.");
+        "first use: a request larger in any measure renders first in a child process under the same "
+        "limits.");
     m.def("schema_to_grammar", &lci::schema_to_grammar, nb::arg("schema_json"),
           "llama.cpp's JSON schema to GBNF converter; raises GrammarError.");
 }

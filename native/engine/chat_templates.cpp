@@ -491,7 +491,7 @@ std::shared_ptr<chat_prompt> chat_templates::apply_request(const chat_request & 
 
     bool generic = tools_active && !native_tool_calls();
     if (use_jinja_) {
-        guard(messages, generic ? ojson::array() : (tools_active ? tools : ojson::array()), req);
+        guard(messages, tools_active && !generic ? tools : ojson::array(), req);
     }
     log_capture capture;
     common_chat_params params;

@@ -350,33 +350,26 @@ void trial_render(const std::string & src, const std::string & what, const std::
 
 #endif
 
-size_t json_depth(const nlohmann::ordered_json & j) {
-    size_t deepest = 0;
-    if (j.is_structured()) {
-        for (const auto & item : j) {
-            deepest = std::max(deepest, json_depth(item));
-        }
-        return deepest + 1;
-    }
-    return 0;
-}
-
-size_t longest_string(const nlohmann::ordered_json & j) {
-    size_t n = 0;
+// Raises size.longest and size.depth to what j holds (one walk for both).
+void walk_sizes(const nlohmann::ordered_json & j, size_t depth, render_size & size) {
     if (j.is_string()) {
-        return j.get_ref<const std::string &>().size();
+        size.longest = std::max(size.longest, j.get_ref<const std::string &>().size());
+        return;
     }
-    if (j.is_structured()) {
+    if (!j.is_structured()) {
+        return;
+    }
+    size.depth = std::max(size.depth, depth + 1);
+    if (j.is_object()) {
+        for (const auto & item : j.items()) {
+            size.longest = std::max(size.longest, item.key().size());
+            walk_sizes(item.value(), depth + 1, size);
+        }
+    } else {
         for (const auto & item : j) {
-            n = std::max(n, longest_string(item));
-        }
-        if (j.is_object()) {
-            for (const auto & item : j.items()) {
-                n = std::max(n, item.key().size());
-            }
+            walk_sizes(item, depth + 1, size);
         }
     }
-    return n;
 }
 
 } // namespace
@@ -385,8 +378,8 @@ render_size measure_render(const nlohmann::ordered_json & messages, const nlohma
     render_size size;
     size.messages = messages.size();
     size.tools = tools.size();
-    size.longest = std::max(longest_string(messages), longest_string(tools));
-    size.depth = std::max(json_depth(messages), json_depth(tools));
+    walk_sizes(messages, 0, size);
+    walk_sizes(tools, 0, size);
     size.bytes = messages.dump().size() + tools.dump().size();
     return size;
 }

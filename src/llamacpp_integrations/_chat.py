@@ -21,7 +21,8 @@ from typing_extensions import Unpack
 
 from . import _core
 from ._completion import RequestStream, await_result, timings_of, usage_of, wait_result
-from ._images import ImagePolicy, extract_images, has_images
+from ._images import ImagePolicy, extract_images
+from ._offload import renders_in_thread
 from ._openai import tool_call
 from ._params import bind_call, check_int, max_tokens_limit, sampling_values, stop_list
 from ._sampling import SamplingOptions, with_sampling
@@ -206,59 +207,6 @@ def chat_logprobs(entries: Sequence[_core.TokenLogprob]) -> ChatLogprobs:
             }
         )
     return {"content": content}
-
-
-_TRIAL = _core.trial_render_size()
-
-
-def _text_size(value: Any, limit: int) -> int:
-    """Characters of the strings in value (dicts, lists, keys), counting stops past limit."""
-    if isinstance(value, str):
-        return len(value)
-    total = 0
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            total += len(str(k)) + _text_size(v, limit - total)
-            if total > limit:
-                break
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            total += _text_size(v, limit - total)
-            if total > limit:
-                break
-    return total
-
-
-def _deeper_than(value: Any, depth: int) -> bool:
-    """Whether lists and dicts nest in value more than depth deep."""
-    if not isinstance(value, (Mapping, list, tuple)):
-        return False
-    if depth == 0:
-        return True
-    items = value.values() if isinstance(value, Mapping) else value
-    return any(_deeper_than(v, depth - 1) for v in items)
-
-
-def renders_in_thread(messages: Sequence[Any], tools: Sequence[Any] | None = None) -> bool:
-    """Whether submitting this chat may block for long enough to keep it off an event loop:
-    images (decoded and preprocessed first), or a conversation larger than the one every chat
-    template renders once under limits (``_core.trial_render_size()``), which the engine first
-    renders again in a child process under the same limits (up to seconds, for a template
-    whose work grows faster than its input). Errs towards a thread: more text than the trial's
-    longest message, in all, is enough; or nesting deeper than the trial's; or tools that are
-    not a list (they are not walked here, and a generator must not be consumed)."""
-    tools = [] if tools is None else tools
-    if not isinstance(messages, (list, tuple)) or not isinstance(tools, (list, tuple)):
-        return True
-    if len(messages) > _TRIAL["messages"] or len(tools) > _TRIAL["tools"]:
-        return True
-    limit = _TRIAL["longest"]
-    return (
-        _text_size(messages, limit) + _text_size(tools, limit) > limit
-        or _deeper_than(messages, _TRIAL["depth"])
-        or _deeper_than(tools, _TRIAL["depth"])
-        or has_images(messages)
-    )
 
 
 class ChatResponseMeta:

@@ -675,7 +675,7 @@ def builtin_chat_formats() -> list[str]:
 
 def trial_render_size() -> dict[str, int]:
     """
-    The size of the conversation every chat template renders once, under limits, before its first use: a request larger in any measure renders first in the render worker.
+    The size of the conversation every chat template renders once, under limits, before its first use: a request larger in any measure renders first in a child process under the same limits.
     """
 
 def schema_to_grammar(schema_json: str) -> str:

@@ -21,7 +21,7 @@ from llamacpp_integrations import (
     ModelLoadError,
     _core,
 )
-from llamacpp_integrations._chat import renders_in_thread
+from llamacpp_integrations._offload import renders_in_thread
 
 
 def still_works(llm: Llama) -> None:
@@ -271,7 +271,7 @@ def test_a_request_larger_than_the_trial_renders_first_under_limits(
     model_path: str, name: str
 ) -> None:
     """A template whose work grows faster than its input passes the trial render; a request
-    larger than the trial's conversation renders first in the render worker, under the same
+    larger than the trial's conversation renders first in a child process, under the same
     limits, and is refused naming its size (in-process it hung for minutes or exhausted the
     memory)."""
     template, n_messages, cause = GROWING_TEMPLATES[name]
@@ -313,7 +313,7 @@ def test_a_chat_template_with_macros_that_do_not_recurse_works(model_path: str) 
 
 def test_chats_that_the_engine_renders_first_under_limits_are_submitted_from_a_thread() -> None:
     """An asyncio submit (and the server's) goes through a worker thread for every request the
-    engine renders first in its render worker (larger than the trial in any measure), which
+    engine renders first in a child process (larger than the trial in any measure), which
     can take seconds, so that the event loop does not wait for it."""
     trial = _core.trial_render_size()
     assert trial == {"messages": 130, "tools": 16, "longest": 16384, "bytes": 145268, "depth": 23}

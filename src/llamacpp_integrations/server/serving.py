@@ -19,8 +19,9 @@ from typing import Any, cast
 
 import orjson
 
-from .._chat import ChatCompletionStream, renders_in_thread
+from .._chat import ChatCompletionStream
 from .._completion import CompletionStream, RequestStream
+from .._offload import renders_in_thread
 from .._sampling import SAMPLING_ARGS
 from ..llama import Llama
 from .errors import APIError

@@ -22,7 +22,10 @@ void forward(int level, const std::string & line) {
         return; // at exit a worker thread must not take the GIL (the exit hook is past)
     }
     nb::gil_scoped_acquire gil;
-    PyObject * r = PyObject_CallMethod(g_logger, "log", "is#", python_level(level), line.data(), (Py_ssize_t) line.size());
+    // a line cut inside a UTF-8 sequence still reaches the logger (with a replacement character)
+    PyObject * text = PyUnicode_DecodeUTF8(line.data(), (Py_ssize_t) line.size(), "replace");
+    PyObject * r = text == nullptr ? nullptr : PyObject_CallMethod(g_logger, "log", "iO", python_level(level), text);
+    Py_XDECREF(text);
     if (r == nullptr) {
         PyErr_Clear(); // a broken handler must not break generation
     } else {

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 namespace lci {
@@ -293,6 +294,14 @@ void decode_cost::calibrate(llama_context * ctx, llama_seq_id seq, int32_t max_r
         }
     }
     llama_batch_free(batch);
+    std::string line = "speculative decoding: measured decodes of";
+    for (const auto & [rows, ms] : ms_) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, " %d row%s %.2f ms,", rows, rows == 1 ? "" : "s", ms);
+        line += buf;
+    }
+    line.pop_back();
+    log_message(GGML_LOG_LEVEL_INFO, line);
 }
 
 double decode_cost::time(int32_t rows) const {

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +149,20 @@ def test_a_setting_reaches_the_llama_from_every_front(llm: Llama, model_path: st
     for llama in loaded:
         assert llama.chat_template == TEMPLATE and llama.native_engine.n_seq_max == 3
         assert prompt_tokens(llama) == expected
+
+
+def test_verbose_sends_llama_cpp_log_lines_to_the_logger(model_path: str) -> None:
+    # in a child process: verbose=True sets the process-wide log level and adds a handler
+    code = (
+        "import sys\n"
+        "from llamacpp_integrations import Llama\n"
+        "Llama(sys.argv[1], n_ctx=256, verbose=True, speculative='ngram', draft_max=4).close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, model_path], capture_output=True,
+                         text=True, timeout=300, check=True)  # fmt: skip
+    assert "llama_model_loader: loaded meta data" in out.stderr
+    # the engine's own line: what a verification of 1..5 rows costs here
+    assert re.search(r"speculative decoding: measured decodes of 1 row [\d.]+ ms, .*5 rows", out.stderr)
+    quiet = subprocess.run([sys.executable, "-c", code.replace("True", "False"), model_path],
+                           capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    assert "llama_model_loader" not in quiet.stderr

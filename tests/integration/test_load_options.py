@@ -162,7 +162,8 @@ def test_verbose_sends_llama_cpp_log_lines_to_the_logger(model_path: str) -> Non
                          text=True, timeout=300, check=True)  # fmt: skip
     assert "llama_model_loader: loaded meta data" in out.stderr
     # the engine's own line: what a verification of 1..5 rows costs here
-    assert re.search(r"speculative decoding: measured decodes of 1 row [\d.]+ ms, .*5 rows", out.stderr)
+    line = r"speculative decoding: measured decodes of 1 row [\d.]+ ms, .*5 rows"
+    assert re.search(line, out.stderr)
     quiet = subprocess.run([sys.executable, "-c", code.replace("True", "False"), model_path],
                            capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
     assert "llama_model_loader" not in quiet.stderr

@@ -268,12 +268,24 @@ draft_policy draft_policy::seed() const {
 
 void decode_cost::calibrate(llama_context * ctx, llama_seq_id seq, int32_t max_rows) {
     ms_.clear();
-    llama_batch batch = llama_batch_init(max_rows, 0, 1);
+    std::vector<int32_t> sizes;
     for (int32_t rows = 1; rows <= max_rows; rows = rows < max_rows && rows * 2 > max_rows ? max_rows : rows * 2) {
-        double best = 0.0;
-        for (int rep = 0; rep < 2; ++rep) {
+        sizes.push_back(rows);
+        if (rows == max_rows) {
+            break;
+        }
+    }
+    llama_batch batch = llama_batch_init(max_rows, 0, 1);
+    std::vector<double> best(sizes.size(), 0.0);
+    // The first sweep pages the weights in and sizes the buffers, and is not counted; then the
+    // fastest of a few sweeps, each over every size, so that a busy moment of the machine does
+    // not land on one size only (the choice between k and k+1 rows rests on their ratio).
+    constexpr int kSweeps = 4;
+    bool failed = false;
+    for (int sweep = 0; sweep < kSweeps && !failed; ++sweep) {
+        for (size_t s = 0; s < sizes.size(); ++s) {
             batch_clear(batch);
-            for (int32_t i = 0; i < rows; ++i) {
+            for (int32_t i = 0; i < sizes[s]; ++i) {
                 batch_add(batch, 0, i, seq, true);
             }
             int32_t status = 0;
@@ -282,15 +294,18 @@ void decode_cost::calibrate(llama_context * ctx, llama_seq_id seq, int32_t max_r
             const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
             llama_memory_seq_rm(llama_get_memory(ctx), seq, -1, -1);
             if (status != 0) {
+                failed = true; // e.g. out of memory for the largest: keep what was measured
+                sizes.resize(s);
                 break;
             }
-            best = best > 0.0 ? std::min(best, ms) : ms;
+            if (sweep > 0) {
+                best[s] = best[s] > 0.0 ? std::min(best[s], ms) : ms;
+            }
         }
-        if (best > 0.0) {
-            ms_.emplace_back(rows, best);
-        }
-        if (rows == max_rows) {
-            break;
+    }
+    for (size_t s = 0; s < sizes.size(); ++s) {
+        if (best[s] > 0.0) {
+            ms_.emplace_back(sizes[s], best[s]);
         }
     }
     llama_batch_free(batch);

@@ -12,8 +12,11 @@ namespace lci {
 namespace {
 
 // A draft the policy does not verify is still asked for, this long, and compared with what the
-// request samples next (the drafts of the n-gram kinds cost no decode).
-constexpr int64_t kShadowDraft = 8;
+// request samples next (the drafts of the n-gram kinds cost no decode). While it is compared the
+// request does not draft, so a short one lets a request that turns to copying start drafting
+// sooner (4 against 8: 15% against 8% faster on bench_speculative's JSON extraction, the same on
+// the others).
+constexpr int64_t kShadowDraft = 4;
 
 } // namespace
 

@@ -173,6 +173,66 @@ def ours_llama(
                  draft_max=DRAFT_MAX, draft_ngram_size=NGRAM_SIZE, draft_always=always)  # fmt: skip
 
 
+def ngram_draft(history: list[int], n: int, m: int) -> list[int]:
+    """What llama.cpp's ngram-simple drafts after `history` (its last token sampled, not yet
+    decoded): the tokens that followed the latest earlier occurrence of the last n tokens, at
+    most m and at least n of them, once the history holds more than n + m + 1 decoded tokens."""
+    decoded = len(history) - 1
+    if decoded <= n + m + 1:
+        return []
+    key = history[-n:]
+    for j in range(decoded - n - 1, 0, -1):
+        if history[j : j + n] == key:
+            k = min(m, decoded - (j + n))
+            return history[j + n : j + n + k] if k >= n else []
+    return []
+
+
+def decode_ms(costs: list[tuple[int, float]], rows: int) -> float:
+    """The engine's interpolation of its measured decode costs (decode_cost::time)."""
+    known = dict(costs)
+    if rows in known:
+        return known[rows]
+    below = max((r for r in known if r < rows), default=None)
+    above = min((r for r in known if r > rows), default=None)
+    if below is None:
+        return known[above] * rows / above  # type: ignore[index]
+    if above is None:  # beyond the largest: the last step's slope
+        r0, r1 = sorted(known)[-2:]
+        return known[r1] + (rows - r1) * (known[r1] - known[r0]) / (r1 - r0)
+    f = (rows - below) / (above - below)
+    return known[below] + f * (known[above] - known[below])
+
+
+def ngram_bound(
+    llm: Any, costs: list[tuple[int, float]], msgs: list[dict[str, str]]
+) -> tuple[float, float]:
+    """Decode time of the greedy reply to `msgs` one token per decode, and with every ngram
+    draft verified up to its last right token and no further (what no policy can beat with these
+    drafts), at the decode costs the engine measured: an upper bound on what n-gram drafting
+    gains here. `llm` drafts nothing; its reply's token ids are taken as generated."""
+    templates = llm.chat_templates
+    request = llm.native_engine.submit_chat(
+        templates, json.dumps(msgs), llm.sampling_params(temperature=0), max_tokens=MAX_TOKENS
+    )
+    out = list(request.result().tokens)
+    if len(out) < 2:
+        return 0.0, 0.0
+    # out[0] comes from the prompt's decode
+    history = [*templates.apply(json.dumps(msgs)).tokens, out[0]]
+    with_drafts = 0.0
+    pos = 1
+    while pos < len(out):
+        draft = ngram_draft(history, NGRAM_SIZE, min(DRAFT_MAX, MAX_TOKENS - pos - 1))
+        right = 0
+        while right < len(draft) and pos + right < len(out) and draft[right] == out[pos + right]:
+            right += 1
+        with_drafts += decode_ms(costs, 1 + right)
+        history.extend(out[pos : pos + 1 + right])
+        pos += 1 + right
+    return (len(out) - 1) * decode_ms(costs, 1), with_drafts
+
+
 def single_stream(model: str, threads: int, rounds: int, with_server: bool) -> dict[str, Any]:
     work = workloads()
     ours = {"none": ours_llama(model, threads, None), "ngram": ours_llama(model, threads, "ngram")}
@@ -197,12 +257,18 @@ def single_stream(model: str, threads: int, rounds: int, with_server: bool) -> d
                     for mode in modes if (rnd + i) % 2 == 0 else modes[::-1]:
                         rows[mode][name][i].append(calls[mode](msgs))
             print(f"  round {rnd + 1} of {rounds} done", file=sys.stderr, flush=True)
+        # the bound, from the replies without drafts and the ngram engine's measured costs
+        costs = [tuple(c) for c in ours["ngram"].native_engine.decode_costs]
+        bounds = {}
+        for name, prompts in work.items():
+            sums = [ngram_bound(ours["none"], costs, msgs) for msgs in prompts]
+            bounds[name] = sum(a for a, _ in sums) / sum(b for _, b in sums)
     finally:
         for srv in servers.values():
             srv.close()
         for llm in ours.values():
             llm.close()
-    return rows
+    return {"rows": rows, "bounds": bounds, "costs": costs}
 
 
 def concurrent(model: str, threads: int, rounds: int) -> dict[str, list[float]]:
@@ -234,8 +300,9 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def report(rows: dict[str, Any], conc: dict[str, list[float]], rounds: int, threads: int) -> None:
+def report(single: dict[str, Any], conc: dict[str, list[float]], rounds: int, threads: int) -> None:
     names = list(workloads())
+    rows = single["rows"]
 
     def speed(mode: str, name: str) -> float:
         """Median over rounds of the workload's tokens / generation time."""
@@ -261,6 +328,13 @@ def report(rows: dict[str, Any], conc: dict[str, list[float]], rounds: int, thre
         acc = f"{accepted}/{drafted}" if drafted else "-"
         same = sum(a.text == b.text for a, b in zip(last, ref, strict=True))
         print(f"| {mode} | " + " | ".join(cells) + f" | {acc} | {same}/{len(last)} |")
+    costs = ", ".join(f"{r} {ms:.2f}" for r, ms in single["costs"])
+    print(
+        f"\nDecode costs the ngram engine measured (rows ms): {costs}. Upper bound of ngram drafts "
+        "(size 3, up to 16) on the replies of ours none, every right draft token verified and no "
+        "wrong one (decode time alone over decode time with drafts): "
+        + ", ".join(f"{n} {b:.2f}x" for n, b in single["bounds"].items())
+    )
     servers = [m for m in rows if m.startswith("server ")]
     if servers:
         print(
@@ -303,9 +377,9 @@ def main() -> None:
             file=sys.stderr,
         )
         with_server = False
-    rows = single_stream(model, args.threads, args.rounds, with_server)
+    single = single_stream(model, args.threads, args.rounds, with_server)
     conc = {} if args.no_concurrent else concurrent(model, args.threads, args.rounds)
-    report(rows, conc, args.rounds, args.threads)
+    report(single, conc, args.rounds, args.threads)
 
 
 if __name__ == "__main__":

@@ -294,6 +294,9 @@ void init_engine(nb::module_ & m) {
         .def_prop_ro("vision", [](py_engine & self) { return self.get().vision(); },
                      "The vision projector given at creation, or None.")
         .def_prop_ro("draft_max", [](py_engine & self) { return self.get().speculative().draft_max; })
+        .def_prop_ro("decode_costs", [](py_engine & self) { return self.get().decode_costs(); },
+                     "Speculative decoding's cost policy: (rows, ms) of the decodes it measured when the engine "
+                     "started, one row up to draft_max + 1 rows (empty without the policy).")
         .def_prop_ro("n_threads", [](py_engine & self) { return self.get().n_threads(); })
         .def_prop_ro("n_threads_batch", [](py_engine & self) { return self.get().n_threads_batch(); });
 

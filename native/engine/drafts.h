@@ -66,6 +66,8 @@ public:
     void calibrate(llama_context * ctx, llama_seq_id seq, int32_t max_rows);
     // The expected time of a decode of `rows` rows (ms); 0 when nothing was measured.
     double time(int32_t rows) const;
+    // What was measured: (rows, ms), rows ascending.
+    const std::vector<std::pair<int32_t, double>> & measured() const { return ms_; }
 
 private:
     std::vector<std::pair<int32_t, double>> ms_; // (rows, ms), rows ascending

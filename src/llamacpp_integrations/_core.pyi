@@ -533,6 +533,12 @@ class Engine:
     @property
     def draft_max(self) -> int: ...
     @property
+    def decode_costs(self) -> list[tuple[int, float]]:
+        """
+        Speculative decoding's cost policy: (rows, ms) of the decodes it measured when the engine started, one row up to draft_max + 1 rows (empty without the policy).
+        """
+
+    @property
     def n_threads(self) -> int: ...
     @property
     def n_threads_batch(self) -> int: ...

@@ -219,6 +219,11 @@ def test_the_cost_policy_keeps_the_output_and_verifies_fewer_drafts(
     rows cost on this machine; what it leaves unverified it still compares with the output."""
     stories = workload("story")[:10]
     with Llama(model_path=model_path, n_ctx=512, speculative="ngram") as llm:
+        # what the policy weighs: decodes of 1, 2, 4, 8, 16 and draft_max + 1 rows, measured
+        costs = llm.native_engine.decode_costs
+        assert [rows for rows, _ in costs] == [1, 2, 4, 8, 16, 17]
+        assert all(ms > 0 for _, ms in costs)
+        assert spec.native_engine.decode_costs == []  # verifying every draft weighs nothing
         for messages in workload("rewrite")[:5] + stories:
             assert text(chat(llm, messages)) == text(chat(plain, messages))
         by_policy = sum(chat(llm, m)["timings"]["draft_n"] for m in stories)

@@ -218,7 +218,7 @@ const std::vector<std::pair<std::string, common_speculative_type>> & ngram_kinds
 
 int32_t draft_policy::choose(int32_t n_max, const decode_cost & cost, int32_t & rows, double & tokens) const {
     const double t0 = cost.time(rows);
-    if (n_max <= 0 || t0 <= 0.0) {
+    if (n_max <= 0 || t0 <= 0.0 || own_ == 0) {
         return 0;
     }
     const double p_first = (first_right_ + 1.0) / (first_n_ + 2.0);
@@ -246,6 +246,7 @@ void draft_policy::update(int32_t drafted, int32_t accepted) {
         return;
     }
     constexpr double kDecay = 0.9;
+    ++own_;
     first_n_ = kDecay * first_n_ + 1.0;
     first_right_ = kDecay * first_right_ + (accepted > 0 ? 1.0 : 0.0);
     // the tokens after a right one: all after the first up to the first wrong one
@@ -256,6 +257,7 @@ void draft_policy::update(int32_t drafted, int32_t accepted) {
 draft_policy draft_policy::seed() const {
     constexpr double kSeedDrafts = 2.0;
     draft_policy out = *this;
+    out.own_ = 0;
     if (first_n_ > kSeedDrafts) {
         const double scale = kSeedDrafts / first_n_;
         out.first_n_ *= scale;

@@ -51,6 +51,61 @@ private:
     common_speculative_ptr spec_;
 };
 
+// "ngram": the tokens that followed the earlier place in the request's own history (prompt and
+// output) whose tokens agree longest with its last ones, at least min_match of them (compared up
+// to kMaxMatch back; on a tie, the latest place). llama.cpp's ngram-simple takes the latest place
+// that agrees over exactly n tokens: a common phrase of n tokens then drafts from wherever it last
+// occurred, where the longest agreement finds the passage being copied. Replayed over
+// bench_speculative's greedy replies at this machine's decode costs, the cost policy gains more
+// with it (JSON extraction 1.15 -> 1.19, free writing 1.09 -> 1.19, the same on the others).
+class longest_match_drafter : public drafter {
+public:
+    explicit longest_match_drafter(int32_t min_match) : min_match_(std::max(1, min_match)) {}
+
+    void begin(llama_seq_id, const std::vector<llama_token> &) override {}
+
+    void draft(std::vector<draft_request> & requests) override {
+        for (auto & r : requests) {
+            draft_one(*r.tokens, r.last, r.n_max, *r.out);
+        }
+    }
+
+    void accept(llama_seq_id, int32_t) override {}
+
+private:
+    static constexpr int32_t kMaxMatch = 32;
+
+    // history: the decoded tokens; last: sampled after them, not decoded yet. The draft continues
+    // after `last`, so it copies what followed an earlier occurrence of `last`.
+    void draft_one(const std::vector<llama_token> & history, llama_token last, int32_t n_max,
+                   std::vector<llama_token> & out) const {
+        const auto n = (int64_t) history.size();
+        int64_t best_at = -1;
+        int32_t best_len = 0;
+        // the earlier occurrence must leave at least one token to copy: at most n - 2
+        for (int64_t i = n - 2; i >= 0 && best_len < kMaxMatch; --i) {
+            if (history[(size_t) i] != last) {
+                continue;
+            }
+            int32_t len = 1; // `last` itself; then history[i - j] against history[n - j]
+            while (len < kMaxMatch && i - len >= 0 && history[(size_t) (i - len)] == history[(size_t) (n - len)]) {
+                ++len;
+            }
+            if (len > best_len) {
+                best_len = len;
+                best_at = i;
+            }
+        }
+        if (best_at < 0 || best_len < min_match_ || n_max <= 0) {
+            return;
+        }
+        const int64_t end = std::min<int64_t>(n, best_at + 1 + n_max);
+        out.assign(history.begin() + best_at + 1, history.begin() + end);
+    }
+
+    int32_t min_match_;
+};
+
 // A draft model: greedy drafts from its own context, one KV sequence per slot.
 class model_drafter : public drafter {
 public:
@@ -204,7 +259,7 @@ private:
 
 const std::vector<std::pair<std::string, common_speculative_type>> & ngram_kinds() {
     static const std::vector<std::pair<std::string, common_speculative_type>> kinds = {
-        {"ngram", COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE},
+        {"ngram", COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE}, // ours (longest_match_drafter); listed for the names
         {"ngram-simple", COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE},
         {"ngram-map-k", COMMON_SPECULATIVE_TYPE_NGRAM_MAP_K},
         {"ngram-map-k4v", COMMON_SPECULATIVE_TYPE_NGRAM_MAP_K4V},
@@ -420,6 +475,9 @@ std::unique_ptr<drafter> drafter_make(const model & target, const speculative_pa
     }
     if (p.ngram_min_hits < 1 || p.ngram_min_hits > UINT16_MAX) {
         throw invalid_argument_error("ngram_min_hits must be at least 1, got " + std::to_string(p.ngram_min_hits));
+    }
+    if (p.type == "ngram") {
+        return std::make_unique<longest_match_drafter>(p.ngram_size);
     }
     common_params_speculative cp;
     cp.types = {it->second};

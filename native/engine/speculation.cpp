@@ -86,25 +86,29 @@ void engine::check_shadow(active_request & a, llama_token tok) {
 
 bool engine::verify_draft(active_request & a, int32_t idx) {
     const size_t n_draft = a.draft.size();
-    size_t n_accepted = 0;
+    size_t n_accepted = 0; // draft tokens the request sampled too
     bool alive = true;
+    // counted as they are known: the token that ends the request publishes its result
+    a.res.time.draft_n += (int32_t) n_draft;
     for (;;) {
         debug_fail_hook(a);
         const auto t_sample = clock_type::now();
         const llama_token tok = sample(*a.rs, idx);
         a.res.time.sample_ms += ms_since(t_sample);
+        const bool right = n_accepted < n_draft && tok == a.draft[n_accepted];
+        if (right) {
+            ++n_accepted;
+            ++a.res.time.draft_accepted_n;
+        }
         alive = accept_token(a, tok, idx);
-        if (!alive || n_accepted == n_draft || tok != a.draft[n_accepted]) {
+        if (!alive || !right) {
             break;
         }
         a.s->tokens.push_back(tok); // the draft token's cell holds its KV already
-        ++n_accepted;
         ++idx;
     }
     // the cells of the draft tokens after the accepted ones
     llama_memory_seq_rm(llama_get_memory(ctx_.get()), a.s->id, (llama_pos) a.s->tokens.size(), -1);
-    a.res.time.draft_n += (int32_t) n_draft;
-    a.res.time.draft_accepted_n += (int32_t) n_accepted;
     drafter_->accept(a.s->id, (int32_t) n_accepted);
     a.policy.update((int32_t) n_draft, (int32_t) n_accepted);
     drafts_seen_.update((int32_t) n_draft, (int32_t) n_accepted);

@@ -213,9 +213,10 @@ class LoadOptions(TypedDict, total=False):
             "Speculative decoding: each generating request drafts the tokens likely to come "
             "next, and one decode verifies the whole draft (the request's own sampler samples "
             "every position and keeps the draft while it agrees), so greedy output is unchanged "
-            'and sampled output keeps its distribution. ``"ngram"`` drafts from n-grams of the '
-            "request's own prompt and output (RAG answers quoting their context, extraction, "
-            "edits, tool arguments repeating the user); llama.cpp's n-gram kinds by name "
+            'and sampled output keeps its distribution. ``"ngram"`` drafts what followed the place '
+            "in the request's own prompt and output that agrees longest with its last tokens "
+            "(RAG answers quoting their context, extraction, edits, tool arguments repeating "
+            "the user); llama.cpp's n-gram kinds by name "
             '(``"ngram-simple"``, ``"ngram-map-k"``, ``"ngram-map-k4v"``, ``"ngram-mod"``, '
             '``"ngram-cache"``); ``"draft"`` with ``draft_model_path`` (the default when one '
             "is given). None (the default otherwise): off. A draft is verified only when its "

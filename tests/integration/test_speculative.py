@@ -231,6 +231,30 @@ def test_the_cost_policy_keeps_the_output_and_verifies_fewer_drafts(
     assert by_policy < always, (by_policy, always)
 
 
+def test_ngram_drafts_from_the_passage_that_agrees_longest(model_path: str, plain: Llama) -> None:
+    """A sentence repeated, and a distractor that shares its words around the point where the
+    prompt stops: llama.cpp's ngram-simple drafts from the latest place its last 3 tokens
+    occurred (the distractor), "ngram" from the place that agrees longest (the sentence). The
+    reply ends inside a verified draft, whose counts must still be reported."""
+    sentence = "the quick brown fox jumps over the lazy dog near the river bank at dawn"
+    distractor = "a lazy dog near the old barn sleeps all day long in the warm sun"
+    prompt = f"{sentence}. {distractor}. {sentence}. {distractor}. " + sentence[:43]
+    want = plain(prompt, max_tokens=12, temperature=0)["choices"][0]["text"]
+    assert want.startswith(" near the river bank")
+    timings = {}
+    for kind in ("ngram", "ngram-simple"):
+        with Llama(model_path, n_ctx=512, speculative=kind, draft_always=True) as llm:
+            out = llm(prompt, max_tokens=12, temperature=0)
+        assert out["choices"][0]["text"] == want
+        details = out["usage"]["completion_tokens_details"]
+        t = timings[kind] = out["timings"]
+        assert details["accepted_prediction_tokens"] == t["draft_n_accepted"]
+        assert details["rejected_prediction_tokens"] == t["draft_n"] - t["draft_n_accepted"]
+    assert timings["ngram"]["draft_n"] > 0
+    assert timings["ngram"]["draft_n_accepted"] == timings["ngram"]["draft_n"]
+    assert timings["ngram-simple"]["draft_n_accepted"] < timings["ngram-simple"]["draft_n"]
+
+
 def test_a_draft_model_with_the_same_vocabulary(model_path: str, plain: Llama) -> None:
     """The model drafting for itself: every greedy draft token is the target's own choice."""
     with Llama(

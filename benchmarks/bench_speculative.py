@@ -194,29 +194,12 @@ def ngram_draft(history: list[int], n: int, m: int) -> list[int]:
     return history[best_at + 1 : min(decoded, best_at + 1 + m)]
 
 
-def decode_ms(costs: list[tuple[int, float]], rows: int) -> float:
-    """The engine's interpolation of its measured decode costs (decode_cost::time)."""
-    known = dict(costs)
-    if rows in known:
-        return known[rows]
-    below = max((r for r in known if r < rows), default=None)
-    above = min((r for r in known if r > rows), default=None)
-    if below is None:
-        return known[above] * rows / above  # type: ignore[index]
-    if above is None:  # beyond the largest: the last step's slope
-        r0, r1 = sorted(known)[-2:]
-        return known[r1] + (rows - r1) * (known[r1] - known[r0]) / (r1 - r0)
-    f = (rows - below) / (above - below)
-    return known[below] + f * (known[above] - known[below])
-
-
-def ngram_bound(
-    llm: Any, costs: list[tuple[int, float]], msgs: list[dict[str, str]]
-) -> tuple[float, float]:
+def ngram_bound(llm: Any, costs: Any, msgs: list[dict[str, str]]) -> tuple[float, float]:
     """Decode time of the greedy reply to `msgs` one token per decode, and with every ngram
     draft verified up to its last right token and no further (what no policy can beat with these
     drafts), at the decode costs the engine measured: an upper bound on what n-gram drafting
-    gains here. `llm` drafts nothing; its reply's token ids are taken as generated."""
+    gains here. `llm` drafts nothing; its reply's token ids are taken as generated. `costs`: the
+    native engine whose cost policy measured the decodes (its ``decode_time``)."""
     templates = llm.chat_templates
     request = llm.native_engine.submit_chat(
         templates, json.dumps(msgs), llm.sampling_params(temperature=0), max_tokens=MAX_TOKENS
@@ -233,10 +216,10 @@ def ngram_bound(
         right = 0
         while right < len(draft) and pos + right < len(out) and draft[right] == out[pos + right]:
             right += 1
-        with_drafts += decode_ms(costs, 1 + right)
+        with_drafts += costs.decode_time(1 + right)
         history.extend(out[pos : pos + 1 + right])
         pos += 1 + right
-    return (len(out) - 1) * decode_ms(costs, 1), with_drafts
+    return (len(out) - 1) * costs.decode_time(1), with_drafts
 
 
 def single_stream(model: str, threads: int, rounds: int, with_server: bool) -> dict[str, Any]:
@@ -264,10 +247,11 @@ def single_stream(model: str, threads: int, rounds: int, with_server: bool) -> d
                         rows[mode][name][i].append(calls[mode](msgs))
             print(f"  round {rnd + 1} of {rounds} done", file=sys.stderr, flush=True)
         # the bound, from the replies without drafts and the ngram engine's measured costs
-        costs = [tuple(c) for c in ours["ngram"].native_engine.decode_costs]
+        measured = ours["ngram"].native_engine
+        costs = measured.decode_costs
         bounds = {}
         for name, prompts in work.items():
-            sums = [ngram_bound(ours["none"], costs, msgs) for msgs in prompts]
+            sums = [ngram_bound(ours["none"], measured, msgs) for msgs in prompts]
             bounds[name] = sum(a for a, _ in sums) / sum(b for _, b in sums)
     finally:
         for srv in servers.values():

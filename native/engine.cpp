@@ -297,6 +297,10 @@ void init_engine(nb::module_ & m) {
         .def_prop_ro("decode_costs", [](py_engine & self) { return self.get().decode_costs(); },
                      "Speculative decoding's cost policy: (rows, ms) of the decodes it measured when the engine "
                      "started, one row up to draft_max + 1 rows (empty without the policy).")
+        .def("decode_time", [](py_engine & self, int32_t rows) { return self.get().decode_time(rows); },
+             nb::arg("rows"),
+             "The cost policy's expected time (ms) of a decode of this many rows: decode_costs interpolated "
+             "(0 without the policy).")
         .def_prop_ro("n_threads", [](py_engine & self) { return self.get().n_threads(); })
         .def_prop_ro("n_threads_batch", [](py_engine & self) { return self.get().n_threads_batch(); });
 

@@ -79,6 +79,9 @@ private:
     // after `last`, so it copies what followed an earlier occurrence of `last`.
     void draft_one(const std::vector<llama_token> & history, llama_token last, int32_t n_max,
                    std::vector<llama_token> & out) const {
+        if (n_max <= 0) {
+            return;
+        }
         const auto n = (int64_t) history.size();
         int64_t best_at = -1;
         int32_t best_len = 0;
@@ -96,7 +99,7 @@ private:
                 best_at = i;
             }
         }
-        if (best_at < 0 || best_len < min_match_ || n_max <= 0) {
+        if (best_at < 0 || best_len < min_match_) {
             return;
         }
         const int64_t end = std::min<int64_t>(n, best_at + 1 + n_max);

@@ -239,6 +239,7 @@ public:
     uint32_t n_seq_max() const { return n_seq_max_; }
     // What decodes of 1, 2, 4, ... rows cost when the engine started (empty unless the cost policy drafts).
     const std::vector<std::pair<int32_t, double>> & decode_costs() const { return cost_.measured(); }
+    double decode_time(int32_t rows) const { return cost_.time(rows); }
     bool kv_unified() const { return params_.kv_unified; }
     const speculative_params & speculative() const { return params_.speculative; }
     const std::shared_ptr<projector> & vision() const { return params_.vision; }

@@ -538,6 +538,11 @@ class Engine:
         Speculative decoding's cost policy: (rows, ms) of the decodes it measured when the engine started, one row up to draft_max + 1 rows (empty without the policy).
         """
 
+    def decode_time(self, rows: int) -> float:
+        """
+        The cost policy's expected time (ms) of a decode of this many rows: decode_costs interpolated (0 without the policy).
+        """
+
     @property
     def n_threads(self) -> int: ...
     @property

@@ -8,7 +8,7 @@ below), so the agents use tools that return directly, or stop early with a gener
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 
@@ -64,10 +64,12 @@ DIRECT_TOOLS = [
 class City(BaseModel):
     """A city and facts about it."""
 
-    name: str = Field(description="The city's name")
-    country: str
+    # bounded strings: unbounded, this small model can repeat a word inside one until the token
+    # limit cuts the JSON (seen on an AVX2 CPU, whose rounding changes its greedy choices)
+    name: str = Field(description="The city's name", max_length=40)
+    country: str = Field(max_length=40)
     population_millions: float
-    landmarks: list[str] = Field(max_length=3)
+    landmarks: list[Annotated[str, Field(max_length=40)]] = Field(max_length=3)
 
 
 @pytest.fixture(scope="module")
